@@ -1,0 +1,39 @@
+# The two commands of the README. Both set everything up on a fresh machine:
+# the virtual environment is created when missing and the pinned
+# dependencies are (re)installed whenever pyproject.toml changes.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+REPORTS ?= reports
+
+.PHONY: run test lint typecheck pytest bench clean
+
+run: $(STAMP)
+	$(BIN)/cardiac-monitor evaluate qrs --records all --json $(REPORTS)/qrs.json --report $(REPORTS)/qrs.png
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/qrs_speed.py
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

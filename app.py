@@ -1,0 +1,188 @@
+"""Cardiac Monitor: composition root and command-line interface.
+
+``cardiac-monitor --help`` lists the commands. Every option can also be set
+from the environment: the variable is ``CARDIAC_`` followed by the command
+path and the option name in capitals, e.g. ``CARDIAC_EVALUATE_QRS_DATA_DIR``
+for ``cardiac-monitor evaluate qrs --data-dir`` (``--help`` shows each
+name). The data directory itself also follows ``ECG_DATA_DIR``.
+
+Heavy imports (torch, matplotlib, wfdb) happen inside the commands so that
+``--help`` and shell completion stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+ENV_PREFIX = "CARDIAC"
+
+_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding mitdb/ and nstdb/ (default: $ECG_DATA_DIR, ../shared/data, the user cache).",
+)
+
+
+@click.group(context_settings={"auto_envvar_prefix": ENV_PREFIX, "show_default": True})
+@click.version_option(package_name="cardiac-monitor")
+def cli() -> None:
+    """Real-time cardiac monitoring: ECG ingest, analysis, alarms and dashboard."""
+
+
+# data ------------------------------------------------------------------------
+
+
+@cli.group()
+def data() -> None:
+    """Find and fetch the reference ECG databases."""
+
+
+@data.command("fetch")
+@click.argument("database", type=click.Choice(["mitdb", "nstdb"]))
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to hold the database folder (default: the user cache).",
+)
+@click.option("--records", default=None, help="Comma-separated records (default: all).")
+def data_fetch(database: str, dest: Path | None, records: str | None) -> None:
+    """Download DATABASE from PhysioNet with wfdb (needs the network)."""
+    from tqdm import tqdm
+
+    from sigproc.records import fetch_database
+
+    names = _split(records) if records else None
+
+    def progress(items: Iterable[str]) -> Iterable[str]:
+        return tqdm(list(items), desc=f"fetch {database}", unit="record")
+
+    try:
+        folder = fetch_database(database, dest, records=names, progress=progress)
+    except ConnectionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{database} is in {folder}")
+
+
+@data.command("where")
+@_DATA_DIR
+def data_where(data_dir: Path | None) -> None:
+    """Show which folder each database is read from."""
+    from sigproc.records import DataNotFoundError, candidate_data_dirs, resolve_database_dir
+
+    click.echo("search order: " + ", ".join(str(d) for d in candidate_data_dirs(data_dir)))
+    for database in ("mitdb", "nstdb"):
+        try:
+            click.echo(f"{database}: {resolve_database_dir(database, data_dir)}")
+        except DataNotFoundError as exc:
+            click.echo(f"{database}: missing ({exc})")
+
+
+# evaluate --------------------------------------------------------------------
+
+
+@cli.group()
+def evaluate() -> None:
+    """Measure the signal processing and the model on reference data."""
+
+
+@evaluate.command("qrs")
+@_DATA_DIR
+@click.option("--database", default="mitdb", type=click.Choice(["mitdb", "nstdb"]), help="Database to score.")
+@click.option("--records", default="all", help="Comma-separated record names, or 'all'.")
+@click.option("--channel", default=0, type=click.IntRange(min=0), help="Signal column to detect on.")
+@click.option("--peers", is_flag=True, help="Also score NeuroKit2 and wfdb XQRS on the same records.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG report.")
+def evaluate_qrs_cmd(
+    data_dir: Path | None,
+    database: str,
+    records: str,
+    channel: int,
+    peers: bool,
+    json_path: Path,
+    report: Path | None,
+) -> None:
+    """Score R-peak detection the ANSI/AAMI EC57 way (150 ms window)."""
+    from tqdm import tqdm
+
+    from sigproc.qrs_evaluation import evaluate_qrs, format_table, write_report
+    from sigproc.records import MITDB_RECORDS, NSTDB_TEST_RECORDS
+
+    known = MITDB_RECORDS if database == "mitdb" else NSTDB_TEST_RECORDS
+    names = _records_option(records, known, database)
+    result = evaluate_qrs(
+        names,
+        database=database,
+        data_dir=data_dir,
+        channel=channel,
+        peers=peers,
+        progress=lambda it: tqdm(list(it), desc="records", unit="record"),
+    )
+    click.echo(format_table(result))
+    _write_json(json_path, result)
+    if report is not None:
+        write_report(result, report)
+        click.echo(f"report: {report}")
+
+
+# Internals -------------------------------------------------------------------
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _records_option(value: str, known: Sequence[str], database: str) -> list[str]:
+    """Parse ``--records``: 'all' or a comma list of names the database has."""
+    if value.strip().lower() == "all":
+        return list(known)
+    names = _split(value)
+    if not names:
+        raise click.BadParameter("give at least one record name, or 'all'", param_hint="--records")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise click.BadParameter(
+            f"{database} has no record(s) {', '.join(unknown)}; known: {', '.join(known)}",
+            param_hint="--records",
+        )
+    return names
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as JSON atomically (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    click.echo(f"wrote {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point; data and input errors exit with status 2."""
+    from sigproc.records import DataNotFoundError
+
+    try:
+        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (DataNotFoundError, ValueError) as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

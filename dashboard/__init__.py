@@ -1,0 +1,3 @@
+"""The clinician dashboard (Dash on Flask)."""
+
+__all__: list[str] = []

@@ -1,0 +1,73 @@
+"""The `cardiac-monitor` command line: parsing, environment variables, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app import _records_option, cli, main
+
+
+class TestCli:
+    def test_help_lists_commands(self) -> None:
+        result = CliRunner().invoke(cli, ["--help"])
+        assert result.exit_code == 0
+        for command in ("data", "evaluate"):
+            assert command in result.output
+
+    def test_data_where(self, tmp_path: Path) -> None:
+        result = CliRunner().invoke(cli, ["data", "where", "--data-dir", str(tmp_path)])
+        assert result.exit_code == 0
+        assert f"search order: {tmp_path}" in result.output
+        assert "mitdb: missing" in result.output
+
+    def test_env_var_sets_option(self, tmp_path: Path) -> None:
+        env = {"CARDIAC_DATA_WHERE_DATA_DIR": str(tmp_path)}
+        result = CliRunner().invoke(cli, ["data", "where"], env=env)
+        assert f"search order: {tmp_path}" in result.output
+
+    def test_records_option(self) -> None:
+        assert _records_option("all", ("100", "101"), "mitdb") == ["100", "101"]
+        assert _records_option(" 101 ,100", ("100", "101"), "mitdb") == ["101", "100"]
+
+    def test_exceptions(self) -> None:
+        import click
+
+        with pytest.raises(click.BadParameter, match="mitdb has no record"):
+            _records_option("100,999", ("100",), "mitdb")
+        with pytest.raises(click.BadParameter, match="at least one record"):
+            _records_option(" , ", ("100",), "mitdb")
+
+
+class TestEvaluateQrsCli:
+    def test_missing_data_exits_with_message(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        out = tmp_path / "qrs.json"
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "qrs", "--data-dir", str(tmp_path), "--records", "100", "--json", str(out)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "ECG_DATA_DIR" in err and "cardiac-monitor data fetch mitdb" in err
+        assert not out.exists()
+
+    def test_unknown_record(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "qrs", "--records", "999", "--json", str(tmp_path / "q.json")])
+        assert exc.value.code == 2
+        assert "mitdb has no record(s) 999" in capsys.readouterr().err
+
+    def test_basic(self, data_dir: Path, tmp_path: Path) -> None:
+        out = tmp_path / "qrs.json"
+        report = tmp_path / "qrs.png"
+        args = ["evaluate", "qrs", "--data-dir", str(data_dir), "--records", "100"]
+        result = CliRunner().invoke(cli, [*args, "--json", str(out), "--report", str(report)])
+        assert result.exit_code == 0, result.output
+        payload = json.loads(out.read_text())
+        assert set(payload["gross"]) >= {"tp", "fn", "fp", "se", "ppv", "der", "mean_abs_error_ms"}
+        assert payload["gross"]["tp"] + payload["gross"]["fn"] == 2273
+        assert payload["gross"]["se"] > 99.0
+        assert report.stat().st_size > 1000
