@@ -1,0 +1,3 @@
+"""Alembic migrations of the monitor's database (run by :mod:`storage.migrate`)."""
+
+__all__: list[str] = []

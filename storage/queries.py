@@ -1,0 +1,612 @@
+"""Reads and writes that the ingest server and the dashboard share.
+
+Every function takes an open :class:`~sqlalchemy.orm.Session` and leaves the
+transaction to the caller (``with db.session() as session: ...``), so that a
+frame's samples, its beats and its audit line commit together or not at all.
+
+Reads by time window stream: they iterate rows with ``yield_per`` (a
+server-side cursor on PostgreSQL) and decode one chunk at a time, so reading
+an hour of a week-long recording never holds the week in memory. Consume the
+iterators inside the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import ColumnElement, Select, Table, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from storage.codec import CODEC_NAME, SampleBlock, checksum, decode_block, encode_block
+from storage.enums import AlarmState
+from storage.errors import ChecksumMismatchError, ChunkConflictError, UnsupportedCodecError
+from storage.models import Alarm, AuditEntry, Base, Beat, Device, RecordingSession, SignalChunk, Vitals
+from storage.types import utcnow
+
+__all__ = [
+    "MAX_CHUNK_SECONDS",
+    "WindowBlock",
+    "acknowledge_alarm",
+    "add_beats",
+    "add_vitals",
+    "alarms_between",
+    "append_audit",
+    "audit_entries",
+    "beats_between",
+    "chunk_time",
+    "create_device",
+    "device_for_token",
+    "find_gaps",
+    "hash_token",
+    "insert_chunk",
+    "iter_samples",
+    "load_block",
+    "open_alarms",
+    "open_recording",
+    "stored_ranges",
+    "update_device_status",
+    "vitals_between",
+]
+
+#: Rows fetched per round trip by the streaming reads.
+DEFAULT_BATCH = 32
+
+#: Longest chunk accepted, in seconds. Bounding it lets window reads use the
+#: ``(session_id, t_start)`` index for both ends of the window.
+MAX_CHUNK_SECONDS = 600.0
+
+_ModelT = TypeVar("_ModelT", bound=Base)
+
+
+@dataclass(frozen=True)
+class WindowBlock:
+    """Contiguous samples of one recording session inside a time window.
+
+    Attributes
+    ----------
+    session_id : int
+        The recording session.
+    t0 : datetime
+        Time of ``block.samples[0]`` (UTC).
+    block : SampleBlock
+        The samples, trimmed to the window; ``block.first_seq`` says where
+        they sit in the stream. Consecutive blocks whose sequence numbers do
+        not meet have a gap between them: nothing is invented to fill it.
+    """
+
+    session_id: int
+    t0: datetime
+    block: SampleBlock
+
+
+# Devices ---------------------------------------------------------------------
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a device token, hex. Tokens are random, so no salt is needed."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_device(session: Session, device_uid: str, token: str, *, patient_id: int | None = None) -> Device:
+    """Register a device; only the hash of ``token`` is stored."""
+    device = Device(device_uid=device_uid, token_hash=hash_token(token), patient_id=patient_id)
+    session.add(device)
+    session.flush()
+    return device
+
+
+def device_for_token(session: Session, token: str) -> Device | None:
+    """The device that ``token`` belongs to (revoked ones too), or ``None``.
+
+    The caller refuses a device whose ``revoked_at`` is set.
+    """
+    return session.scalar(select(Device).where(Device.token_hash == hash_token(token)))
+
+
+def update_device_status(
+    session: Session,
+    device: Device,
+    *,
+    seen_at: datetime,
+    battery: float | None = None,
+    rssi: int | None = None,
+    firmware: str | None = None,
+) -> None:
+    """Record that a device was heard from, with what it reported (``None``: unchanged)."""
+    device.last_seen_at = seen_at
+    if battery is not None:
+        device.battery = battery
+    if rssi is not None:
+        device.rssi = rssi
+    if firmware is not None:
+        device.firmware = firmware
+
+
+# Recording sessions and signal chunks ------------------------------------------
+
+
+def open_recording(
+    session: Session,
+    device: Device,
+    *,
+    stream_id: str,
+    fs: float,
+    lead_names: Sequence[str],
+    gain: float,
+    started_at: datetime,
+    baseline: int = 0,
+    units: str = "mV",
+    firmware: str | None = None,
+) -> tuple[RecordingSession, bool]:
+    """Get the recording session of ``(device, stream_id)``, creating it if new.
+
+    Returns
+    -------
+    (RecordingSession, bool)
+        The session, and whether it was created now. An existing session is
+        returned unchanged; comparing its rate and leads with the new hello is
+        the caller's business.
+    """
+    existing = session.scalar(
+        select(RecordingSession).where(
+            RecordingSession.device_id == device.id, RecordingSession.stream_id == stream_id
+        )
+    )
+    if existing is not None:
+        return existing, False
+    recording = RecordingSession(
+        device_id=device.id,
+        patient_id=device.patient_id,
+        stream_id=stream_id,
+        fs=fs,
+        lead_names=list(lead_names),
+        gain=gain,
+        baseline=baseline,
+        units=units,
+        firmware=firmware,
+        started_at=started_at,
+    )
+    session.add(recording)
+    session.flush()
+    return recording, True
+
+
+def chunk_time(recording: RecordingSession, seq: int) -> datetime:
+    """Time of sample ``seq`` of ``recording``: ``started_at + seq / fs``."""
+    return recording.started_at + timedelta(seconds=seq / recording.fs)
+
+
+def insert_chunk(
+    session: Session, recording: RecordingSession, samples: npt.ArrayLike, first_seq: int
+) -> bool:
+    """Store a block of samples once, keyed by ``(recording, first_seq)``.
+
+    Parameters
+    ----------
+    session : Session
+        Open session; the caller commits.
+    recording : RecordingSession
+        The stream the samples belong to; it gives rate, leads and gain.
+    samples : array_like
+        ``(n_samples, n_leads)`` int16 ADC counts.
+    first_seq : int
+        Sequence number of the first row.
+
+    Returns
+    -------
+    bool
+        ``True`` if stored now, ``False`` if the same block was already
+        stored (a resend).
+
+    Raises
+    ------
+    ChunkConflictError
+        If a different block is stored under the same key, or the block
+        overlaps another stored block.
+    storage.codec.CodecError
+        If the samples do not match the recording's lead count.
+    ValueError
+        If the block is longer than :data:`MAX_CHUNK_SECONDS`.
+    """
+    block = SampleBlock(
+        samples=np.asarray(samples),
+        fs=recording.fs,
+        lead_names=tuple(recording.lead_names),
+        gain=recording.gain,
+        baseline=recording.baseline,
+        first_seq=first_seq,
+    )
+    end_seq = first_seq + int(block.samples.shape[0])
+    if (end_seq - first_seq) / recording.fs > MAX_CHUNK_SECONDS:
+        raise ValueError(
+            f"a chunk may hold at most {MAX_CHUNK_SECONDS:g} s of samples, got {end_seq - first_seq} "
+            f"samples at {recording.fs:g} Hz"
+        )
+    payload = encode_block(block)
+    digest = checksum(payload)
+    row = {
+        "session_id": recording.id,
+        "first_seq": first_seq,
+        "n_samples": end_seq - first_seq,
+        "t_start": chunk_time(recording, first_seq),
+        "t_end": chunk_time(recording, end_seq),
+        "codec": CODEC_NAME,
+        "payload": payload,
+        "checksum": digest,
+        "created_at": utcnow(),
+    }
+    # Stored chunks never overlap, so only the last one starting before
+    # ``end_seq`` can overlap this block.
+    previous = session.execute(
+        select(SignalChunk.first_seq, SignalChunk.n_samples, SignalChunk.checksum)
+        .where(SignalChunk.session_id == recording.id, SignalChunk.first_seq < end_seq)
+        .order_by(SignalChunk.first_seq.desc())
+        .limit(1)
+    ).first()
+    if previous is not None and previous.first_seq + previous.n_samples > first_seq:
+        if (previous.first_seq, previous.n_samples, previous.checksum) == (
+            first_seq,
+            end_seq - first_seq,
+            digest,
+        ):
+            return False
+        raise ChunkConflictError(
+            f"samples [{first_seq}, {end_seq}) of recording session {recording.id} overlap the stored "
+            f"chunk [{previous.first_seq}, {previous.first_seq + previous.n_samples}) with different content"
+        )
+    # ON CONFLICT keeps a concurrent writer of the same block from failing.
+    return _insert_ignoring_conflicts(session, SignalChunk.__table__, [row]) == 1
+
+
+def load_block(chunk: SignalChunk) -> SampleBlock:
+    """Decode a stored chunk after verifying its checksum.
+
+    Raises
+    ------
+    ChecksumMismatchError
+        If the payload's SHA-256 differs from the stored checksum.
+    UnsupportedCodecError
+        If the chunk was written with an unknown codec.
+    """
+    return _verified_block(chunk.id, chunk.codec, chunk.payload, chunk.checksum)
+
+
+def stored_ranges(session: Session, recording_id: int) -> list[tuple[int, int]]:
+    """Stored sample ranges ``[start, end)`` of a recording session, merged.
+
+    Reads only the chunk keys, never the payloads. Use it to rebuild the
+    ingest sequence tracker after a restart.
+    """
+    stmt = (
+        select(SignalChunk.first_seq, SignalChunk.n_samples)
+        .where(SignalChunk.session_id == recording_id)
+        .order_by(SignalChunk.first_seq)
+        .execution_options(yield_per=1000)
+    )
+    merged: list[tuple[int, int]] = []
+    with session.execute(stmt) as rows:
+        for first, n in rows:
+            if merged and first <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], first + n))
+            else:
+                merged.append((first, first + n))
+    return merged
+
+
+def find_gaps(session: Session, recording_id: int) -> list[tuple[int, int]]:
+    """Missing sample ranges ``[start, end)`` between the stored chunks."""
+    ranges = stored_ranges(session, recording_id)
+    return [(a_end, b_start) for (_, a_end), (b_start, _) in pairwise(ranges)]
+
+
+def iter_samples(
+    session: Session,
+    patient_id: int,
+    start: datetime,
+    end: datetime,
+    *,
+    batch: int = DEFAULT_BATCH,
+) -> Iterator[WindowBlock]:
+    """Samples of a patient in ``[start, end)``, one stored chunk at a time.
+
+    Parameters
+    ----------
+    session : Session
+        Open session; consume the iterator before closing it.
+    patient_id : int
+        The patient, across every recording session assigned to them.
+    start, end : datetime
+        Timezone-aware window bounds.
+    batch : int
+        Chunks fetched per round trip.
+
+    Yields
+    ------
+    WindowBlock
+        In time order; each checksum-verified and trimmed to the window.
+
+    Raises
+    ------
+    ChecksumMismatchError
+        When a chunk is corrupted.
+    ValueError
+        If ``end`` is not after ``start``.
+    """
+    _check_window(start, end)
+    stmt = (
+        select(
+            SignalChunk.id,
+            SignalChunk.codec,
+            SignalChunk.payload,
+            SignalChunk.checksum,
+            RecordingSession.id,
+            RecordingSession.started_at,
+        )
+        .join(RecordingSession, SignalChunk.session_id == RecordingSession.id)
+        .where(
+            RecordingSession.patient_id == patient_id,
+            SignalChunk.t_start < end,
+            SignalChunk.t_start > start - timedelta(seconds=MAX_CHUNK_SECONDS),
+            SignalChunk.t_end > start,
+        )
+        .order_by(SignalChunk.t_start, SignalChunk.session_id, SignalChunk.first_seq)
+        .execution_options(yield_per=batch)
+    )
+    with session.execute(stmt) as rows:
+        for chunk_id, codec, payload, digest, recording_id, started_at in rows:
+            block = _verified_block(chunk_id, codec, payload, digest)
+            window = _trim(recording_id, started_at, block, start, end)
+            if window is not None:
+                yield window
+
+
+# Beats, vitals, alarms -------------------------------------------------------------
+
+
+def add_beats(session: Session, beats: Iterable[Beat]) -> int:
+    """Insert beats, skipping any already stored for the same R peak.
+
+    Parameters
+    ----------
+    beats : iterable of Beat
+        Transient (not added) :class:`~storage.models.Beat` objects.
+
+    Returns
+    -------
+    int
+        How many were new.
+    """
+    columns = [c.key for c in Beat.__table__.columns if c.key != "id"]
+    rows = [{key: getattr(beat, key) for key in columns} for beat in beats]
+    return _insert_ignoring_conflicts(session, Beat.__table__, rows) if rows else 0
+
+
+def add_vitals(
+    session: Session,
+    patient_id: int,
+    t: datetime,
+    *,
+    recording_id: int | None = None,
+    hr_ecg: float | None = None,
+    spo2: float | None = None,
+    pulse: float | None = None,
+    temperature: float | None = None,
+) -> Vitals:
+    """Store one vitals reading; missing values stay ``NULL``."""
+    vitals = Vitals(
+        patient_id=patient_id,
+        session_id=recording_id,
+        t=t,
+        hr_ecg=hr_ecg,
+        spo2=spo2,
+        pulse=pulse,
+        temperature=temperature,
+    )
+    session.add(vitals)
+    session.flush()
+    return vitals
+
+
+def beats_between(
+    session: Session, patient_id: int, start: datetime, end: datetime, *, batch: int = 1000
+) -> Iterator[Beat]:
+    """Beats of a patient with ``start <= t < end``, in time order, streamed."""
+    stmt = select(Beat).where(Beat.patient_id == patient_id, *_window(Beat.t, start, end))
+    return _stream(session, stmt.order_by(Beat.t, Beat.id), batch)
+
+
+def vitals_between(
+    session: Session, patient_id: int, start: datetime, end: datetime, *, batch: int = 1000
+) -> Iterator[Vitals]:
+    """Vitals of a patient with ``start <= t < end``, in time order, streamed."""
+    stmt = select(Vitals).where(Vitals.patient_id == patient_id, *_window(Vitals.t, start, end))
+    return _stream(session, stmt.order_by(Vitals.t, Vitals.id), batch)
+
+
+def alarms_between(
+    session: Session, patient_id: int, start: datetime, end: datetime, *, batch: int = 1000
+) -> Iterator[Alarm]:
+    """Alarms of a patient that were open at some time in ``[start, end)``, by start."""
+    _check_window(start, end)
+    stmt = select(Alarm).where(
+        Alarm.patient_id == patient_id,
+        Alarm.started_at < end,
+        or_(Alarm.ended_at.is_(None), Alarm.ended_at >= start),
+    )
+    return _stream(session, stmt.order_by(Alarm.started_at, Alarm.id), batch)
+
+
+def open_alarms(session: Session, patient_id: int) -> list[Alarm]:
+    """Alarms of a patient that are not resolved, oldest first."""
+    stmt = (
+        select(Alarm)
+        .where(Alarm.patient_id == patient_id, Alarm.state != AlarmState.RESOLVED)
+        .order_by(Alarm.started_at, Alarm.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def acknowledge_alarm(
+    session: Session,
+    alarm: Alarm,
+    *,
+    user_id: int,
+    at: datetime,
+    note: str | None = None,
+    resolve: bool = False,
+) -> None:
+    """Record an acknowledgement (and its audit line) on a stored alarm.
+
+    ``resolve`` closes the alarm, as when a latched high alarm whose
+    condition has ended is acknowledged (see :mod:`ingest.alarms`).
+    """
+    alarm.acknowledged_by_id = user_id
+    alarm.acknowledged_at = at
+    if note is not None:
+        alarm.note = note
+    alarm.state = AlarmState.RESOLVED if resolve else AlarmState.ACKNOWLEDGED
+    append_audit(
+        session,
+        f"user:{user_id}",
+        "alarm.acknowledge",
+        target=f"alarm:{alarm.id}",
+        details={"state": alarm.state.value, "note": note is not None},
+        at=at,
+    )
+
+
+# Audit log ---------------------------------------------------------------------
+
+
+def append_audit(
+    session: Session,
+    actor: str,
+    action: str,
+    *,
+    target: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    at: datetime | None = None,
+) -> AuditEntry:
+    """Append one line to the audit log (it is never changed afterwards).
+
+    Parameters
+    ----------
+    actor : str
+        Who acted: ``"user:12"``, ``"device:ecg-7"``, ``"system"``.
+    action : str
+        What happened, dotted: ``"alarm.acknowledge"``, ``"device.revoke"``.
+    target : str, optional
+        What it happened to: ``"alarm:31"``.
+    details : mapping, optional
+        JSON-serialisable facts; never secrets or free-text notes.
+    at : datetime, optional
+        When (default: now).
+    """
+    entry = AuditEntry(
+        actor=actor, action=action, target=target, details=dict(details or {}), at=at or utcnow()
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def audit_entries(
+    session: Session,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    batch: int = 1000,
+) -> Iterator[AuditEntry]:
+    """Audit lines with ``start <= at < end`` (either bound optional), in order."""
+    stmt = select(AuditEntry)
+    if start is not None:
+        stmt = stmt.where(AuditEntry.at >= start)
+    if end is not None:
+        stmt = stmt.where(AuditEntry.at < end)
+    return _stream(session, stmt.order_by(AuditEntry.at, AuditEntry.id), batch)
+
+
+# Internals -------------------------------------------------------------------
+
+
+def _check_window(start: datetime, end: datetime) -> None:
+    for name, value in (("start", start), ("end", end)):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"`{name}` must be timezone-aware, got naive {value.isoformat()}")
+    if not end > start:
+        raise ValueError(f"`end` must be after `start`, got {start.isoformat()} .. {end.isoformat()}")
+
+
+def _window(
+    column: InstrumentedAttribute[datetime], start: datetime, end: datetime
+) -> tuple[ColumnElement[bool], ...]:
+    """Conditions ``start <= column < end``, after checking the bounds."""
+    _check_window(start, end)
+    return (column >= start, column < end)
+
+
+def _stream(session: Session, stmt: Select[_ModelT], batch: int) -> Iterator[_ModelT]:
+    """Iterate the entities of ``stmt``, fetched ``batch`` rows at a time."""
+    with session.scalars(stmt.execution_options(yield_per=batch)) as rows:
+        yield from rows
+
+
+def _insert_ignoring_conflicts(session: Session, table: Any, rows: list[dict[str, Any]]) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING; returns how many rows were inserted."""
+    if not isinstance(table, Table):
+        raise TypeError(f"expected a Table, got {type(table).__name__}")
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    else:
+        raise NotImplementedError(
+            f"idempotent inserts are implemented for SQLite and PostgreSQL, not {dialect}"
+        )
+    result = session.execute(stmt.returning(table.c.id), rows)
+    return len(result.all())
+
+
+def _seq_at(started_at: datetime, t: datetime, fs: float) -> int:
+    """First sequence number whose sample time is at or after ``t``."""
+    return math.ceil(round((t - started_at).total_seconds() * fs, 6))
+
+
+def _trim(
+    recording_id: int, started_at: datetime, block: SampleBlock, start: datetime, end: datetime
+) -> WindowBlock | None:
+    """The part of ``block`` inside ``[start, end)``, or ``None`` if empty."""
+    lo = max(_seq_at(started_at, start, block.fs) - block.first_seq, 0)
+    hi = min(_seq_at(started_at, end, block.fs) - block.first_seq, block.n_samples)
+    if hi <= lo:
+        return None
+    first_seq = block.first_seq + lo
+    trimmed = SampleBlock(
+        samples=block.samples[lo:hi],
+        fs=block.fs,
+        lead_names=block.lead_names,
+        gain=block.gain,
+        baseline=block.baseline,
+        first_seq=first_seq,
+    )
+    t0 = started_at + timedelta(seconds=first_seq / block.fs)
+    return WindowBlock(session_id=recording_id, t0=t0, block=trimmed)
+
+
+def _verified_block(chunk_id: int | None, codec: str, payload: bytes, digest: str) -> SampleBlock:
+    if codec != CODEC_NAME:
+        raise UnsupportedCodecError(f"signal chunk {chunk_id}: unknown codec {codec!r}")
+    actual = checksum(payload)
+    if actual != digest:
+        raise ChecksumMismatchError(chunk_id, digest, actual)
+    return decode_block(payload)
