@@ -113,7 +113,7 @@ def evaluate_qrs_cmd(
     """Score R-peak detection the ANSI/AAMI EC57 way (150 ms window)."""
     from tqdm import tqdm
 
-    from sigproc.qrs_evaluation import evaluate_qrs, format_table, write_report
+    from sigproc.qrs_evaluation import evaluate_qrs, format_qrs_table, write_qrs_report
     from sigproc.records import MITDB_RECORDS, NSTDB_TEST_RECORDS
 
     known = MITDB_RECORDS if database == "mitdb" else NSTDB_TEST_RECORDS
@@ -126,10 +126,10 @@ def evaluate_qrs_cmd(
         peers=peers,
         progress=lambda it: tqdm(list(it), desc="records", unit="record"),
     )
-    click.echo(format_table(result))
+    click.echo(format_qrs_table(result))
     _write_json(json_path, result)
     if report is not None:
-        write_report(result, report)
+        write_qrs_report(result, report)
         click.echo(f"report: {report}")
 
 

@@ -67,7 +67,13 @@ class TestSynthetic:
 class TestCheckFs:
     @pytest.mark.parametrize(
         ("fs", "message"),
-        [(0, "positive"), (-360, "positive"), (float("nan"), "positive"), ("abc", "number"), (1e9, "between")],
+        [
+            (0, "positive"),
+            (-360, "positive"),
+            (float("nan"), "positive"),
+            ("abc", "number"),
+            (1e9, "between"),
+        ],
     )
     def test_exceptions(self, fs: object, message: str) -> None:
         with pytest.raises(ValueError, match=f"`fs` must be .*{message}"):
