@@ -3,8 +3,8 @@
 ``cardiac-monitor --help`` lists the commands. Every option can also be set
 from the environment: the variable is ``CARDIAC_`` followed by the command
 path and the option name in capitals, e.g. ``CARDIAC_EVALUATE_QRS_DATA_DIR``
-for ``cardiac-monitor evaluate qrs --data-dir`` (``--help`` shows each
-name). The data directory itself also follows ``ECG_DATA_DIR``.
+for ``cardiac-monitor evaluate qrs --data-dir``. The data directory itself
+also follows ``ECG_DATA_DIR``.
 
 Heavy imports (torch, matplotlib, wfdb) happen inside the commands so that
 ``--help`` and shell completion stay fast.
@@ -33,7 +33,11 @@ _DATA_DIR = click.option(
 @click.group(context_settings={"auto_envvar_prefix": ENV_PREFIX, "show_default": True})
 @click.version_option(package_name="cardiac-monitor")
 def cli() -> None:
-    """Real-time cardiac monitoring: ECG ingest, analysis, alarms and dashboard."""
+    """Real-time cardiac monitoring: ECG ingest, analysis, alarms and dashboard.
+
+    Every option can also be set from the environment as
+    CARDIAC_<COMMAND>_<OPTION>, e.g. CARDIAC_EVALUATE_QRS_RECORDS=100,208.
+    """
 
 
 # data ------------------------------------------------------------------------
@@ -131,6 +135,56 @@ def evaluate_qrs_cmd(
     if report is not None:
         write_qrs_report(result, report)
         click.echo(f"report: {report}")
+
+
+@evaluate.command("denoise")
+@_DATA_DIR
+@click.option(
+    "--records", default=None, help="Clean MIT-BIH records to mix with noise (default: ten DS2 records)."
+)
+@click.option(
+    "--segment-s", default=300.0, type=click.FloatRange(min=10.0), help="Seconds scored per record."
+)
+@click.option(
+    "--nstdb-seconds",
+    default=None,
+    type=click.FloatRange(min=10.0),
+    help="Score only the first seconds of each NSTDB record (default: whole records).",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG strip plot.")
+def evaluate_denoise_cmd(
+    data_dir: Path | None,
+    records: str | None,
+    segment_s: float,
+    nstdb_seconds: float | None,
+    json_path: Path,
+    plot: Path | None,
+) -> None:
+    """Score band-pass, wavelet and EMD denoising on noise-stress mixtures and NSTDB records."""
+    from tqdm import tqdm
+
+    from sigproc.denoise_evaluation import (
+        MIXTURE_RECORDS,
+        evaluate_denoise,
+        format_denoise_table,
+        write_strip_plot,
+    )
+    from sigproc.records import MITDB_RECORDS
+
+    names = _records_option(records, MITDB_RECORDS, "mitdb") if records else list(MIXTURE_RECORDS)
+    result = evaluate_denoise(
+        data_dir=data_dir,
+        records=names,
+        segment_s=segment_s,
+        nstdb_seconds=nstdb_seconds,
+        progress=lambda it: tqdm(list(it), desc="denoise", unit="step"),
+    )
+    click.echo(format_denoise_table(result))
+    _write_json(json_path, result)
+    if plot is not None:
+        write_strip_plot(plot, data_dir=data_dir)
+        click.echo(f"plot: {plot}")
 
 
 # Internals -------------------------------------------------------------------

@@ -71,3 +71,17 @@ class TestEvaluateQrsCli:
         assert payload["gross"]["tp"] + payload["gross"]["fn"] == 2273
         assert payload["gross"]["se"] > 99.0
         assert report.stat().st_size > 1000
+
+
+class TestEvaluateDenoiseCli:
+    def test_basic(self, data_dir: Path, tmp_path: Path) -> None:
+        out, plot = tmp_path / "denoise.json", tmp_path / "strip.png"
+        args = ["evaluate", "denoise", "--data-dir", str(data_dir), "--records", "100"]
+        args += ["--segment-s", "20", "--nstdb-seconds", "30", "--json", str(out), "--plot", str(plot)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        payload = json.loads(out.read_text())
+        assert set(payload["snr_improvement_db"]) >= {"bandpass", "wavelet", "emd"}
+        assert set(payload["qrs_nstdb"]) == {"118e24", "118e12", "118e00", "118e_6"}
+        assert payload["snr_improvement_db"]["bandpass"]["ma"]["0"] > 3.0
+        assert plot.stat().st_size > 1000
