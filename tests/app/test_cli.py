@@ -51,7 +51,8 @@ class TestEvaluateQrsCli:
             main(["evaluate", "qrs", "--data-dir", str(tmp_path), "--records", "100", "--json", str(out)])
         assert exc.value.code == 2
         err = capsys.readouterr().err
-        assert "ECG_DATA_DIR" in err and "cardiac-monitor data fetch mitdb" in err
+        assert "ECG_DATA_DIR" in err
+        assert "cardiac-monitor data fetch mitdb" in err
         assert not out.exists()
 
     def test_unknown_record(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,8 @@ class TestBeatWindows:
         bw = beat_windows(x, [0, 99], 100.0, window_s=0.2, pre_fraction=0.25)
         assert bw.windows.shape == (2, 1, 20)
         assert not bw.complete.any()
-        assert bw.windows[0, 0, 0] == 0.0 and bw.windows[1, 0, -1] == 99.0  # edge repeated
+        assert bw.windows[0, 0, 0] == 0.0
+        assert bw.windows[1, 0, -1] == 99.0
         assert bw.start.tolist() == [-5, 94]
         assert beat_windows(x, np.array([], dtype=int), 100.0).windows.shape == (0, 1, 72)
 
@@ -68,7 +69,8 @@ class TestRRFeatures:
     def test_edge_cases(self) -> None:
         assert rr_features([], 360.0).shape == (0, 7)
         one = rr_features([42], 360.0)
-        assert one.shape == (1, 7) and np.isfinite(one).all()
+        assert one.shape == (1, 7)
+        assert np.isfinite(one).all()
         s = StreamingRRFeatures(360.0)
         s.push(100)
         s.reset()

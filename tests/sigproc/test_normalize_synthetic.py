@@ -17,7 +17,8 @@ class TestNormalize:
         np.testing.assert_allclose(z.mean(axis=-1), 0.0, atol=1e-12)
         np.testing.assert_allclose(z.std(axis=-1), 1.0, atol=1e-12)
         m = normalize(x, "min-max")
-        assert m.min() == pytest.approx(0.0) and m.max() == pytest.approx(1.0)
+        assert m.min() == pytest.approx(0.0)
+        assert m.max() == pytest.approx(1.0)
         r = normalize(x[0, 0], "robust")
         assert np.median(r) == pytest.approx(0.0, abs=1e-12)
 
@@ -55,7 +56,8 @@ class TestSynthetic:
         np.testing.assert_array_equal(a.signal, b.signal)
         pvc = synthetic_ecg(30.0, pvc_every=4, n_leads=3)
         assert pvc.signal.shape[1] == 3
-        assert set(pvc.labels) == {"N", "V"} and (pvc.labels == "V").sum() >= 5
+        assert set(pvc.labels) == {"N", "V"}
+        assert (pvc.labels == "V").sum() >= 5
 
     def test_exceptions(self) -> None:
         with pytest.raises(ValueError, match="`heart_rate_bpm` must be between"):

@@ -78,7 +78,9 @@ class TestLoadRecord:
     def test_full_annotations(self, data_dir: Path) -> None:
         ann = load_annotations("100", data_dir=data_dir)
         counts = dict(zip(*np.unique(ann.symbol, return_counts=True), strict=True))
-        assert counts["N"] == 2239 and counts["A"] == 33 and counts["V"] == 1
+        assert counts["N"] == 2239
+        assert counts["A"] == 33
+        assert counts["V"] == 1
         assert len(ann.beats()) == 2273
 
     def test_edge_cases(self, data_dir: Path) -> None:
