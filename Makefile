@@ -9,10 +9,13 @@ STAMP  := $(VENV)/.installed
 
 REPORTS ?= reports
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run qrs-report test lint typecheck pytest bench clean
 
 run: $(STAMP)
-	$(BIN)/cardiac-monitor evaluate qrs --records all --json $(REPORTS)/qrs.json --report $(REPORTS)/qrs.png
+	$(BIN)/cardiac-monitor serve --demo
+
+qrs-report: $(STAMP)
+	$(BIN)/cardiac-monitor evaluate qrs --records all --peers --json $(REPORTS)/qrs.json --report $(REPORTS)/qrs.png
 
 test: $(STAMP) lint typecheck pytest
 

@@ -16,7 +16,7 @@ import json
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -87,6 +87,139 @@ def data_where(data_dir: Path | None) -> None:
             click.echo(f"{database}: {resolve_database_dir(database, data_dir)}")
         except DataNotFoundError as exc:
             click.echo(f"{database}: missing ({exc})")
+
+
+# serve and replay ------------------------------------------------------------
+
+_INSTANCE_DIR = click.option(
+    "--instance-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("instance"),
+    envvar="CARDIAC_INSTANCE_DIR",
+    help="Folder for all state of the embedded default: SQLite database, secrets, logs.",
+)
+_DATABASE_URL = click.option(
+    "--database-url",
+    default=None,
+    envvar="DATABASE_URL",
+    help="SQLAlchemy URL of another database (e.g. postgresql+psycopg://...); default SQLite.",
+)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", help="Interface to listen on.")
+@click.option(
+    "--ingest-port", default=8765, type=click.IntRange(0, 65535), help="Port of /ingest, /live, /health."
+)
+@_INSTANCE_DIR
+@_DATABASE_URL
+@click.option("--redis-url", default=None, help="Carry the live fan-out through Redis pub/sub.")
+@click.option("--demo", is_flag=True, help="Replay MIT-BIH records into this server as demo devices.")
+@click.option("--demo-records", default="100,119,208,233", help="Records the demo replays.")
+@click.option(
+    "--demo-speed", default=1.0, type=click.FloatRange(min=0.0), help="Replay speed (1 = real time)."
+)
+@_DATA_DIR
+def serve(
+    host: str,
+    ingest_port: int,
+    instance_dir: Path,
+    database_url: str | None,
+    redis_url: str | None,
+    demo: bool,
+    demo_records: str,
+    demo_speed: float,
+    data_dir: Path | None,
+) -> None:
+    """Run the ingest and live WebSocket server until SIGTERM (Ctrl-C)."""
+    import logging
+
+    from ingest.server import ServeOptions, run_server
+    from sigproc.records import MITDB_RECORDS
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is noise
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    records = tuple(_records_option(demo_records, MITDB_RECORDS, "mitdb")) if demo else ()
+    options = ServeOptions(
+        host=host,
+        port=ingest_port,
+        database_url=database_url,
+        instance_path=instance_dir,
+        redis_url=redis_url,
+        demo_records=records,
+        demo_speed=demo_speed,
+        data_dir=data_dir,
+    )
+    click.echo(
+        f"ingest server on ws://{host}:{ingest_port} (/ingest, /live, /health); state in {instance_dir}"
+    )
+    run_server(options)
+
+
+@cli.command()
+@click.option("--records", default="100", help="Comma-separated MIT-BIH records, or 'all' for a load test.")
+@click.option("--server", default="ws://127.0.0.1:8765", help="URL of the ingest server.")
+@click.option("--speed", default=1.0, type=click.FloatRange(min=0.0), help="Multiple of real time (0: max).")
+@click.option("--noise", type=click.Choice(["ma", "bw"]), default=None, help="Add NSTDB noise.")
+@click.option("--snr", default=6.0, type=float, help="SNR of the added noise in dB (NSTDB definition).")
+@click.option(
+    "--seconds", default=None, type=click.FloatRange(min=1.0), help="Replay only this many seconds."
+)
+@_INSTANCE_DIR
+@_DATABASE_URL
+@_DATA_DIR
+def replay(
+    records: str,
+    server: str,
+    speed: float,
+    noise: str | None,
+    snr: float,
+    seconds: float | None,
+    instance_dir: Path,
+    database_url: str | None,
+    data_dir: Path | None,
+) -> None:
+    """Stream MIT-BIH records to a server through the device protocol, as a NodeMCU would.
+
+    The replay devices are registered (with fresh tokens) in the server's
+    database, so give the same --instance-dir or --database-url as `serve`.
+    """
+    import asyncio
+
+    from ingest.replay import ensure_replay_devices, run_replay
+    from sigproc.records import MITDB_RECORDS
+    from storage import Database, upgrade
+
+    names = _records_option(records, MITDB_RECORDS, "mitdb")
+    noise_type: Literal["ma", "bw"] | None = "ma" if noise == "ma" else "bw" if noise == "bw" else None
+    db = Database()
+    db.init(database_url, instance_path=instance_dir)
+    try:
+        upgrade(db.engine)
+        tokens = ensure_replay_devices(db, names)
+    finally:
+        db.dispose()
+    results = asyncio.run(
+        run_replay(
+            names,
+            server,
+            tokens,
+            speed=speed,
+            noise=noise_type,
+            snr_db=snr,
+            data_dir=data_dir,
+            seconds=seconds,
+        )
+    )
+    for r in results:
+        state = "all acknowledged" if r.acked else "NOT all acknowledged"
+        click.echo(
+            f"{r.record}: {r.samples} samples in {r.frames} frames, {state}; "
+            f"{r.reconnects} reconnect(s), {r.frames_resent} frame(s) resent, {r.dropped_frames} dropped"
+        )
+    if not all(r.acked for r in results):
+        raise click.ClickException("some samples were not acknowledged by the server")
 
 
 # evaluate --------------------------------------------------------------------

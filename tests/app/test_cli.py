@@ -86,3 +86,47 @@ class TestEvaluateDenoiseCli:
         assert set(payload["qrs_nstdb"]) == {"118e24", "118e12", "118e00", "118e_6"}
         assert payload["snr_improvement_db"]["bandpass"]["ma"]["0"] > 3.0
         assert plot.stat().st_size > 1000
+
+
+class TestServeAndReplayCli:
+    """`serve` in a real subprocess, `replay` through the CLI against it, SIGTERM to stop."""
+
+    def test_basic(self, data_dir: Path, tmp_path: Path) -> None:
+        import signal
+        import socket
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        instance = tmp_path / "instance"
+        cmd = [sys.executable, "-m", "app", "serve", "--ingest-port", str(port)]
+        server = subprocess.Popen(
+            [*cmd, "--instance-dir", str(instance)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                        assert json.loads(response.read())["status"] == "ok"
+                    break
+                except OSError:
+                    assert server.poll() is None, "server exited early"
+                    assert time.monotonic() < deadline, "server did not come up"
+                    time.sleep(0.2)
+            args = ["replay", "--records", "100", "--speed", "0", "--seconds", "5"]
+            args += ["--server", f"ws://127.0.0.1:{port}", "--instance-dir", str(instance)]
+            args += ["--data-dir", str(data_dir)]
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 0, result.output
+            assert "100: 1800 samples" in result.output
+            assert "all acknowledged" in result.output
+        finally:
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=30)
+        assert server.returncode == 0, output.decode()
+        assert (instance / "cardiac-monitor.db").exists()
