@@ -51,6 +51,11 @@ class TestDenoise:
         gain = _snr_db(denoise(x, FS, "emd"), ref) - _snr_db(denoise(x, FS, "bandpass"), ref)
         assert gain > 1.0
 
+    def test_qrs_trimming_removes_noise_on_the_complex(self) -> None:
+        x, ref = _mixture(6, noise_mv=0.2)
+        untouched = denoise(x, FS, "emd", emd=EMDConfig(qrs_threshold=0.0))
+        assert _snr_db(denoise(x, FS, "emd"), ref) > _snr_db(untouched, ref)
+
     def test_clean_signal_passes_emd_unchanged(self) -> None:
         # Below the noise floor the gate leaves the band-passed ECG alone.
         x = synthetic_ecg(30.0, FS, seed=3).signal

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.signal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -31,6 +33,23 @@ def _strip() -> NDArray[np.float64]:
     return synthetic_ecg(
         30.0, 250.0, heart_rate_bpm=80, pvc_every=6, noise_mv=0.05, baseline_mv=0.3, seed=11
     ).signal
+
+
+@functools.cache
+def _bursty() -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """60 s at 60 bpm in 5-15 Hz noise, with 10 Hz bursts (not QRS-shaped) mid-interval."""
+    fs = 360.0
+    ecg = synthetic_ecg(60.0, fs, heart_rate_bpm=60, seed=2)
+    noise = scipy.signal.sosfilt(
+        scipy.signal.butter(2, [5.0, 15.0], btype="bandpass", fs=fs, output="sos"),
+        np.random.default_rng(2).standard_normal(ecg.signal.size),
+    )
+    x = ecg.signal + 0.08 * noise / noise.std()
+    t = np.arange(round(0.3 * fs)) / fs
+    burst = 0.2 * np.sin(2 * np.pi * 10.0 * t) * np.hanning(t.size)
+    for r in ecg.r_peaks[2:-1:2]:
+        x[r + round(0.5 * fs) : r + round(0.5 * fs) + t.size] += burst
+    return x, ecg.r_peaks
 
 
 class TestDetectRPeaks:
@@ -84,6 +103,14 @@ class TestDetectRPeaks:
         truth = np.concatenate([before.r_peaks, after.r_peaks + len(before.signal) + len(pause)])
         result = match_beats(truth, detect_r_peaks(x, fs), fs)
         assert (result.fn, result.fp) == (0, 0)
+
+    def test_noise_unlike_beats_is_rejected(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        x, truth = _bursty()
+        checked = match_beats(truth, detect_r_peaks(x, 360.0), 360.0)
+        monkeypatch.setattr(importlib.import_module("sigproc.peaks"), "_MIN_CORR", -2.0)
+        unchecked = match_beats(truth, detect_r_peaks(x, 360.0), 360.0)
+        assert checked.fn == 0
+        assert checked.fp < unchecked.fp
 
     def test_edge_cases(self) -> None:
         with pytest.warns(SignalWarning, match="flat"):
@@ -145,6 +172,14 @@ class TestStreamingPeakDetector:
         ecg = synthetic_ecg(30.0, 360.0, n_leads=2, noise_mv=0.03, pvc_every=4, seed=12)
         streamed = _stream(StreamingPeakDetector(360.0, n_leads=2), ecg.signal, [1, 77, 1000, 5000, 5001])
         np.testing.assert_array_equal(streamed, detect_r_peaks(ecg.signal, 360.0))
+
+    def test_noisy_chunking_does_not_matter(self) -> None:
+        # The shape check in noise reads buffered samples: chunking must not change it.
+        x, _ = _bursty()
+        streamed = _stream(StreamingPeakDetector(360.0), x, [1, 359, 2000, 2001, 9000, 15000])
+        np.testing.assert_array_equal(streamed, detect_r_peaks(x, 360.0))
+        tiny = _stream(StreamingPeakDetector(360.0), x, list(range(0, len(x), 7)))
+        np.testing.assert_array_equal(tiny, detect_r_peaks(x, 360.0))
 
     def test_bounded_delay(self) -> None:
         fs = 250.0
