@@ -89,6 +89,74 @@ def data_where(data_dir: Path | None) -> None:
             click.echo(f"{database}: missing ({exc})")
 
 
+# train -----------------------------------------------------------------------
+
+
+def _train_options(func: Any) -> Any:
+    """Add one option per :class:`model.training.TrainConfig` field (the paper's defaults).
+
+    Built from the dataclass so the CLI and the config never drift apart;
+    tuples are given comma-separated, booleans as ``--x/--no-x``.
+    """
+    import dataclasses
+
+    from model.training import TrainConfig
+
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        name = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        kind = str(f.type)
+        if kind == "bool":
+            func = click.option(f"{name}/--no-{name[2:]}", f.name, default=default, show_default=True)(func)
+        elif kind.startswith("tuple"):
+            text = ",".join(str(v) for v in default) if default is not None else ""
+            func = click.option(name, f.name, default=text, show_default=True, help="comma-separated")(func)
+        else:
+            types: dict[str, Any] = {"int": int, "float": float, "str": str}
+            func = click.option(name, f.name, type=types.get(kind, str), default=default, show_default=True)(
+                func
+            )
+    return func
+
+
+@cli.command()
+@_train_options
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint file."
+)
+@click.option("--grid", is_flag=True, help="Run the paper's grid search (lr x batch x dropout) instead.")
+@click.option("--grid-epochs", default=10, type=click.IntRange(min=1), help="Epoch cap per grid setting.")
+def train(out: Path, grid: bool, grid_epochs: int, **fields: Any) -> None:
+    """Train a beat classifier (default: CNN-LSTM on DS1, validation records from DS1)."""
+    import dataclasses
+
+    from model.training import TrainConfig, grid_search
+    from model.training import train as train_model
+
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        value = fields[f.name]
+        if str(f.type).startswith("tuple"):
+            items = _split(value)
+            value = tuple(int(v) for v in items) if "int" in str(f.type) else tuple(items)
+        values[f.name] = value
+    config = TrainConfig(**values)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if grid:
+        rows = grid_search(config, out_csv=out.with_suffix(".csv"), max_epochs=grid_epochs)
+        click.echo(f"best of {len(rows)} settings: {rows[0] if rows else 'none'}")
+        click.echo(f"wrote {out.with_suffix('.csv')}")
+    else:
+        summary = train_model(config, out=out, progress=True)
+        val = summary.get("validation", {})
+        click.echo(
+            f"best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')} "
+            f"in {summary.get('train_seconds', 0.0):.0f} s; validation accuracy "
+            f"{val.get('accuracy', float('nan')):.2f} %, macro F1 {val.get('macro_f1', float('nan')):.2f}"
+        )
+        click.echo(f"wrote {out}")
+
+
 # serve and replay ------------------------------------------------------------
 
 _INSTANCE_DIR = click.option(
@@ -318,6 +386,67 @@ def evaluate_denoise_cmd(
     if plot is not None:
         write_strip_plot(plot, data_dir=data_dir)
         click.echo(f"plot: {plot}")
+
+
+@evaluate.command("model")
+@_DATA_DIR
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Checkpoint to evaluate (default: the shipped weights).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["inter-patient", "random", "cv"]),
+    default="inter-patient",
+    help="inter-patient: shipped/given model on DS2; random, cv: train and compare CNN, LSTM, CNN+LSTM.",
+)
+@click.option(
+    "--leads", type=click.IntRange(1, 2), default=None, help="Evaluate on 1 or 2 leads (default both)."
+)
+@click.option("--device-fs", type=float, default=None, help="Resample the records to this rate first.")
+@click.option(
+    "--max-epochs", type=click.IntRange(min=1), default=50, help="Epoch cap for random / cv training."
+)
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--figure", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Confusion PNG."
+)
+def evaluate_model_cmd(
+    data_dir: Path | None,
+    checkpoint: Path | None,
+    protocol: str,
+    leads: int | None,
+    device_fs: float | None,
+    max_epochs: int,
+    out_dir: Path,
+    json_path: Path,
+    figure: Path | None,
+) -> None:
+    """Evaluate beat classification (AAMI N, S, V, F, Q) the EC57 way."""
+    from model.evaluation import compare_models, evaluate_model
+    from model.training import TrainConfig
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    if protocol == "inter-patient":
+        result = evaluate_model(
+            checkpoint,
+            protocol=protocol,
+            data_dir=data_dir,
+            leads=leads,
+            json_path=json_path,
+            figure_path=figure,
+            device_fs=device_fs,
+        )
+    else:
+        config = TrainConfig(data_dir=str(data_dir) if data_dir else "")
+        result = compare_models(
+            config, protocol=protocol, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path
+        )
+    click.echo(json.dumps({k: result[k] for k in ("protocol", "accuracy", "macro_f1") if k in result}))
+    click.echo(f"wrote {json_path}")
 
 
 # Internals -------------------------------------------------------------------

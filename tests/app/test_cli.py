@@ -130,3 +130,20 @@ class TestServeAndReplayCli:
             output, _ = server.communicate(timeout=30)
         assert server.returncode == 0, output.decode()
         assert (instance / "cardiac-monitor.db").exists()
+
+
+class TestTrainCli:
+    def test_tiny_run_writes_a_checkpoint(self, data_dir: Path, tmp_path: Path) -> None:
+        out = tmp_path / "tiny.pt"
+        args = ["train", "--records", "101,106", "--validation-records", "118", "--epochs", "1"]
+        args += ["--max-batches", "2", "--threads", "1", "--data-dir", str(data_dir), "--out", str(out)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "best epoch 1 of 1" in result.output
+        assert out.stat().st_size > 10_000
+
+    def test_exceptions(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exc:
+            main(["train", "--validation-records", "100", "--epochs", "1", "--out", str(tmp_path / "x.pt")])
+        assert exc.value.code == 2
+        assert "must come from DS1" in capsys.readouterr().err

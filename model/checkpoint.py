@@ -1,0 +1,128 @@
+"""Checkpoints as plain types: a model rebuilds from its file alone.
+
+A checkpoint is a ``dict`` of tensors and plain Python values saved with
+:func:`torch.save` and read back with ``torch.load(weights_only=True)``, so
+loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.cnn_lstm import BeatSequenceModel, ModelConfig
+from model.data import PreprocessConfig, Split
+from model.registry import get_model
+from sigproc.beats import RR_FEATURE_NAMES
+from sigproc.records import AAMI_CLASSES
+
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+
+#: Identifies the file type.
+CHECKPOINT_FORMAT = "cardiac-monitor/beat-classifier"
+#: Bumped on incompatible changes of the layout.
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A trained beat network with everything needed to use and audit it.
+
+    Attributes
+    ----------
+    model_name : str
+        Registry name (:func:`model.registry.get_model`).
+    model_config : ModelConfig
+        Network hyper-parameters.
+    preprocess : PreprocessConfig
+        Sampling rate, window, causal filter and RR settings.
+    state_dict : dict of str to Tensor
+        Weights.
+    split : Split
+        The data partition it was trained and selected on.
+    label_map : list of str
+        Class name of each output index.
+    metrics : dict
+        Validation (and test, when known) numbers, plain types.
+    train_config : dict
+        The training settings, plain types.
+    """
+
+    model_name: str
+    model_config: ModelConfig
+    preprocess: PreprocessConfig
+    state_dict: dict[str, torch.Tensor]
+    split: Split
+    label_map: list[str] = field(default_factory=lambda: list(AAMI_CLASSES))
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> BeatSequenceModel:
+        """The network with these weights, in eval mode on the CPU."""
+        net = get_model(self.model_name, self.model_config)
+        net.load_state_dict(self.state_dict)
+        return net.eval()
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
+    """Write ``ckpt`` to ``path`` (parent folders are created)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "torch_version": str(torch.__version__),
+        "model_name": ckpt.model_name,
+        "model_config": ckpt.model_config.to_dict(),
+        "preprocess": asdict(ckpt.preprocess),
+        "rr_feature_names": list(RR_FEATURE_NAMES),
+        "label_map": list(ckpt.label_map),
+        "split": ckpt.split.to_dict(),
+        "metrics": ckpt.metrics,
+        "train_config": ckpt.train_config,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in ckpt.state_dict.items()},
+    }
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a beat-classifier checkpoint of a known version.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    raw = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{p} is not a {CHECKPOINT_FORMAT} checkpoint")
+    if raw.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{p} has checkpoint version {raw.get('version')}; this code reads {CHECKPOINT_VERSION}"
+        )
+    if list(raw["rr_feature_names"]) != list(RR_FEATURE_NAMES):
+        raise ValueError(
+            f"{p} was trained on RR features {raw['rr_feature_names']}, not {list(RR_FEATURE_NAMES)}"
+        )
+    return Checkpoint(
+        model_name=str(raw["model_name"]),
+        model_config=ModelConfig.from_dict(dict(raw["model_config"])),
+        preprocess=PreprocessConfig(**raw["preprocess"]),
+        state_dict=dict(raw["state_dict"]),
+        split=Split.from_dict(dict(raw["split"])),
+        label_map=[str(c) for c in raw["label_map"]],
+        metrics=dict(raw["metrics"]),
+        train_config=dict(raw["train_config"]),
+    )

@@ -1,0 +1,392 @@
+"""The CNN-LSTM beat classifier of Ronihal et al. (2025), equations 10-17.
+
+Per beat ``t`` the network sees the window ``x_t`` of every lead around the
+R peak (eq. 10, cut by :func:`sigproc.beats.beat_windows`) and the beat's RR
+features ``rr_t``:
+
+* eq. 11, lead attention: ``z_t = sum_l a_l x_t^(l)`` with
+  ``a = softmax(w)`` over the leads present, ``w`` learned. A missing lead
+  (a single-lead wearable) is masked out of the softmax, so the same weights
+  serve one lead or two.
+* eq. 12, multi-scale dilated convolution: three parallel branches of
+  ``kernel_size`` taps whose dilations are chosen so that their receptive
+  fields span a P wave, a QRS complex and a T wave *in seconds*, converted
+  with the model's rate ``fs``; then batch norm, ReLU, max pooling, dropout
+  and two more convolution blocks.
+* eq. 13, the morphology regulariser, acts on the QRS-branch kernels
+  (:meth:`CNNLSTM.qrs_kernels`, :func:`model.losses.morphology_regulariser`).
+* eq. 14, RR conditioning: ``h_t = [GAP(F_t); rr_t]``.
+* eq. 15, a unidirectional LSTM over consecutive beats: ``s_t = LSTM(h_t, s_{t-1})``.
+* eq. 16, heads on ``s_t``: the AAMI class of beat ``t``, normal vs
+  abnormal, and for each horizon ``h`` the class of beat ``t + h``.
+
+The network is causal: the LSTM runs forwards only, and the one look-ahead
+it may read is ``post_rr`` (the interval to the next beat), which costs one
+beat of delay and is switched by :attr:`ModelConfig.use_post_rr`. The model
+always takes the seven columns of :data:`sigproc.beats.RR_FEATURE_NAMES`
+and drops the look-ahead ones itself when the switch is off.
+
+References
+----------
+.. [1] Ronihal et al. AI-driven IoT framework for advanced cardiac monitoring
+   and analysis. Ingénierie des Systèmes d'Information 30(7), 2025.
+   doi:10.18280/isi.300713
+.. [2] Yu F, Koltun V. Multi-scale context aggregation by dilated
+   convolutions. ICLR 2016.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from model.data import rr_columns
+
+__all__ = [
+    "CNNLSTM",
+    "BeatSequenceModel",
+    "LeadAttention",
+    "ModelConfig",
+    "ModelOutput",
+    "MultiScaleBeatEncoder",
+    "dilation_for",
+]
+
+LSTMState = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the beat networks; plain types, stored in checkpoints.
+
+    Attributes
+    ----------
+    n_leads : int
+        Leads of the input (lead 0 MLII, lead 1 the second lead).
+    fs : float
+        The model's sampling rate in Hz; the dilations follow from it.
+    n_window : int
+        Beat window length in samples.
+    n_classes : int
+        AAMI classes (N, S, V, F, Q).
+    horizons : tuple of int
+        Early-alarm horizons in beats (eq. 16).
+    use_post_rr : bool
+        Read the next RR interval (one beat of delay) or stay strictly causal.
+    kernel_size : int
+        Taps of each dilated branch kernel.
+    p_wave_s, qrs_s, t_wave_s : float
+        Receptive fields of the three branches in seconds (eq. 12).
+    branch_channels : int
+        Output channels of each branch.
+    conv_channels : int
+        Channels of the two convolution blocks after the branches.
+    pool : int
+        Max-pooling factor after the branches.
+    hidden : int
+        LSTM (or per-beat MLP) width.
+    dropout : float
+        Dropout probability.
+    seq_len : int
+        Beats of history the sequence models see (training sequence length
+        and the inference context).
+    """
+
+    n_leads: int = 2
+    fs: float = 180.0
+    n_window: int = 130
+    n_classes: int = 5
+    horizons: tuple[int, ...] = (1, 2, 3)
+    use_post_rr: bool = True
+    kernel_size: int = 7
+    p_wave_s: float = 0.11
+    qrs_s: float = 0.08
+    t_wave_s: float = 0.20
+    branch_channels: int = 12
+    conv_channels: int = 32
+    pool: int = 3
+    hidden: int = 64
+    dropout: float = 0.3
+    seq_len: int = 16
+
+    @property
+    def rr_columns(self) -> tuple[int, ...]:
+        """Columns of the seven RR features the model reads."""
+        return rr_columns(use_post_rr=self.use_post_rr)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-type form for checkpoints."""
+        d = asdict(self)
+        d["horizons"] = list(self.horizons)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        kw = dict(d)
+        if "horizons" in kw:
+            kw["horizons"] = tuple(int(h) for h in kw["horizons"])  # type: ignore[attr-defined]
+        return cls(**kw)  # type: ignore[arg-type]
+
+
+class ModelOutput(NamedTuple):
+    """What every beat network returns.
+
+    Attributes
+    ----------
+    class_logits : Tensor, shape (B, T, C)
+        AAMI class logits of each beat.
+    abnormal_logit : Tensor, shape (B, T)
+        Logit of "beat is not N".
+    early_logits : Tensor, shape (B, T, H, C)
+        Class logits of beat ``t + h`` for each horizon.
+    """
+
+    class_logits: Tensor
+    abnormal_logit: Tensor
+    early_logits: Tensor
+
+
+def dilation_for(duration_s: float, fs: float, kernel_size: int) -> int:
+    """Dilation that gives a ``kernel_size`` kernel a receptive field of ``duration_s``.
+
+    The receptive field of a dilated kernel is ``(k - 1) * d + 1`` samples;
+    ``d`` is the nearest integer (at least 1) that makes it ``duration_s * fs``.
+
+    Examples
+    --------
+    >>> dilation_for(0.08, 360.0, 7), dilation_for(0.08, 180.0, 7)
+    (5, 2)
+    """
+    if duration_s <= 0 or fs <= 0 or kernel_size < 2:
+        raise ValueError(
+            "need positive `duration_s` and `fs` and `kernel_size` >= 2, "
+            f"got {duration_s}, {fs}, {kernel_size}"
+        )
+    return max(1, round((duration_s * fs - 1) / (kernel_size - 1)))
+
+
+class LeadAttention(nn.Module):
+    """Softmax-normalised learned lead weights, eq. 11: ``z = sum_l a_l x^(l)``."""
+
+    def __init__(self, n_leads: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(n_leads))
+
+    def weights(self, lead_mask: Tensor | None = None) -> Tensor:
+        """Lead weights ``a``, shape (L,) or (B, L) with a mask; masked leads get 0."""
+        if lead_mask is None:
+            return torch.softmax(self.logits, dim=0)
+        scores = self.logits.expand(lead_mask.shape).masked_fill(~lead_mask, float("-inf"))  # (B, L)
+        return torch.softmax(scores, dim=-1)
+
+    def forward(self, x: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        """Fuse ``x`` (B, T, L, W) into (B, T, W); ``lead_mask`` (B, L) marks present leads."""
+        a = self.weights(lead_mask)
+        if a.dim() == 1:
+            return torch.einsum("btlw,l->btw", x, a)
+        return torch.einsum("btlw,bl->btw", x, a)
+
+
+class MultiScaleBeatEncoder(nn.Module):
+    """Eqs. 11-14: lead attention, dilated P/QRS/T branches, conv blocks, GAP, RR concat."""
+
+    rr_index: Tensor
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.attention = LeadAttention(c.n_leads)
+        self.dilations = tuple(
+            dilation_for(s, c.fs, c.kernel_size) for s in (c.p_wave_s, c.qrs_s, c.t_wave_s)
+        )
+        self.branches = nn.ModuleList(
+            nn.Conv1d(1, c.branch_channels, c.kernel_size, dilation=d, padding=d * (c.kernel_size - 1) // 2)
+            for d in self.dilations
+        )
+        width = 3 * c.branch_channels
+        self.post_branch = nn.Sequential(
+            nn.BatchNorm1d(width), nn.ReLU(), nn.MaxPool1d(c.pool), nn.Dropout(c.dropout)
+        )
+        self.blocks = nn.Sequential(
+            nn.Conv1d(width, c.conv_channels, 5, padding=2),
+            nn.BatchNorm1d(c.conv_channels),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Dropout(c.dropout),
+            nn.Conv1d(c.conv_channels, c.conv_channels, 3, padding=1),
+            nn.BatchNorm1d(c.conv_channels),
+            nn.ReLU(),
+        )
+        self.register_buffer("rr_index", torch.tensor(c.rr_columns, dtype=torch.long), persistent=False)
+        self.out_features = c.conv_channels + len(c.rr_columns)
+        self._fused: tuple[list[nn.Conv1d], nn.Conv1d, nn.Conv1d] | None = None
+
+    @property
+    def qrs_branch(self) -> nn.Conv1d:
+        """The branch whose receptive field matches the QRS complex."""
+        conv = self.branches[1]
+        assert isinstance(conv, nn.Conv1d)  # for the type checker; built above
+        return conv
+
+    def forward(self, windows: Tensor, rr: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        """``windows`` (B, T, L, W), ``rr`` (B, T, 7) -> beat features (B, T, D)."""
+        b, t, _, w = windows.shape
+        z = self.attention(windows, lead_mask).reshape(b * t, 1, w)  # (B*T, 1, W)
+        if self._fused is not None and not self.training:
+            f = self._fused_features(z)
+        else:
+            f = torch.cat([branch(z) for branch in self.branches], dim=1)  # (B*T, 3C, W)
+            f = self.blocks(self.post_branch(f))  # (B*T, C2, W')
+        g = f.mean(dim=-1).reshape(b, t, -1)  # (B, T, C2), global average pooling
+        return torch.cat([g, rr.index_select(-1, self.rr_index)], dim=-1)  # (B, T, D), eq. 14
+
+    def fuse(self) -> None:
+        """Fold the batch norms into the convolutions for faster inference.
+
+        Only the eval-mode forward pass uses the folded copies; the
+        parameters and the state dict are untouched, and switching back to
+        training mode drops the copies. In eval mode ReLU and max pooling
+        commute, so pooling runs first on the smaller tensor.
+        """
+        bn0, conv2, bn2, conv3, bn3 = (
+            self.post_branch[0],
+            self.blocks[0],
+            self.blocks[1],
+            self.blocks[5],
+            self.blocks[6],
+        )
+        scale0, shift0 = _bn_affine(bn0)  # type: ignore[arg-type]
+        c = self.config.branch_channels
+        branches = []
+        for i, conv in enumerate(self.branches):
+            sl = slice(i * c, (i + 1) * c)
+            branches.append(_fold(conv, scale0[sl], shift0[sl]))  # type: ignore[arg-type]
+        self._fused = (branches, _fold(conv2, *_bn_affine(bn2)), _fold(conv3, *_bn_affine(bn3)))  # type: ignore[arg-type]
+
+    def train(self, mode: bool = True) -> MultiScaleBeatEncoder:
+        if mode:
+            self._fused = None
+        super().train(mode)
+        return self
+
+    def _fused_features(self, z: Tensor) -> Tensor:
+        assert self._fused is not None  # checked by the caller
+        branches, conv2, conv3 = self._fused
+        pool = self.config.pool
+        f = torch.cat([br(z) for br in branches], dim=1)  # (B*T, 3C, W)
+        f = torch.relu(torch.nn.functional.max_pool1d(f, pool))
+        f = torch.relu(torch.nn.functional.max_pool1d(conv2(f), 2))
+        return torch.relu(conv3(f))  # (B*T, C2, W')
+
+
+def _bn_affine(bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
+    """Per-channel ``scale, shift`` of an eval-mode batch norm."""
+    assert bn.running_var is not None  # track_running_stats is on
+    assert bn.running_mean is not None
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale.detach(), (bn.bias - bn.running_mean * scale).detach()
+
+
+def _fold(conv: nn.Conv1d, scale: Tensor, shift: Tensor) -> nn.Conv1d:
+    """A copy of ``conv`` followed by the per-channel affine map ``scale * y + shift``."""
+    fused = nn.Conv1d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size[0],
+        dilation=conv.dilation[0],
+        padding=conv.padding[0],
+    )
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight * scale[:, None, None])
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+        assert fused.bias is not None  # built with bias=True
+        fused.bias.copy_(bias * scale + shift)
+    return fused.eval().requires_grad_(False)
+
+
+class BeatSequenceModel(nn.Module):
+    """Base of the registered beat networks: ``encode`` -> ``temporal`` -> ``heads``.
+
+    Subclasses set ``self.encoder`` (per-beat features) and implement
+    :meth:`temporal`. Splitting the forward pass this way lets the inference
+    code encode each beat once and rerun only the cheap temporal part over a
+    sliding context of beats.
+    """
+
+    config: ModelConfig
+    encoder: nn.Module
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.lstm: nn.LSTM | None = None
+        self.config = config
+        self.drop = nn.Dropout(config.dropout)
+        h, c = config.hidden, config.n_classes
+        self.class_head = nn.Linear(h, c)
+        self.abnormal_head = nn.Linear(h, 1)
+        self.early_head = nn.Linear(h, len(config.horizons) * c)
+
+    def encode(self, windows: Tensor, rr: Tensor, lead_mask: Tensor | None = None) -> Tensor:
+        """Per-beat features (B, T, D) from ``windows`` (B, T, L, W) and ``rr`` (B, T, 7)."""
+        out: Tensor = self.encoder(windows, rr, lead_mask)
+        return out
+
+    def temporal(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
+        """Beat-sequence states (B, T, hidden) from features (B, T, D): the LSTM of eq. 15."""
+        if self.lstm is None:
+            raise NotImplementedError(f"{type(self).__name__} has no LSTM and must override `temporal`")
+        s, new_state = self.lstm(features, state)  # (B, T, hidden)
+        return s, new_state
+
+    def heads(self, s: Tensor) -> ModelOutput:
+        """Eq. 16: class, abnormal and early-alarm logits from states (B, T, hidden)."""
+        s = self.drop(s)
+        b, t, _ = s.shape
+        early = self.early_head(s).reshape(b, t, len(self.config.horizons), self.config.n_classes)
+        return ModelOutput(self.class_head(s), self.abnormal_head(s).squeeze(-1), early)
+
+    def qrs_kernels(self) -> Tensor | None:
+        """Kernels the morphology regulariser acts on (eq. 13), or None without convolutions."""
+        if isinstance(self.encoder, MultiScaleBeatEncoder):
+            return self.encoder.qrs_branch.weight  # (C, 1, K)
+        return None
+
+    def forward(self, windows: Tensor, rr: Tensor, lead_mask: Tensor | None = None) -> ModelOutput:
+        """Classify every beat of ``windows`` (B, T, L, W) with RR features ``rr`` (B, T, 7).
+
+        ``lead_mask`` (B, L), bool, marks the leads present (default: all).
+        """
+        s, _ = self.temporal(self.encode(windows, rr, lead_mask))
+        return self.heads(s)
+
+
+class CNNLSTM(BeatSequenceModel):
+    """The paper's CNN-LSTM: :class:`MultiScaleBeatEncoder` + LSTM over beats (eq. 15).
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Hyper-parameters.
+
+    Examples
+    --------
+    >>> net = CNNLSTM(ModelConfig())
+    >>> out = net(torch.zeros(2, 16, 2, 130), torch.ones(2, 16, 7))
+    >>> tuple(out.class_logits.shape), tuple(out.early_logits.shape)
+    ((2, 16, 5), (2, 16, 3, 5))
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        encoder = MultiScaleBeatEncoder(config)
+        super().__init__(config)
+        self.encoder = encoder
+        self.lstm = nn.LSTM(encoder.out_features, config.hidden, batch_first=True)

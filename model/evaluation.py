@@ -1,0 +1,485 @@
+"""Evaluation protocols: inter-patient (DS2), the paper's random split, cross-validation.
+
+``cardiac-monitor evaluate MODEL --protocol inter-patient|random|cv --json
+PATH`` calls :func:`evaluate_model`; the side-by-side comparison of the
+paper's Tables 3 and 4 (CNN+LSTM against the CNN-only and LSTM-only
+baselines, with paired t-tests over folds) is :func:`compare_models`, which
+trains the three networks on the pooled split first.
+
+Every result has one JSON shape::
+
+    {"protocol", "accuracy", "macro_f1",
+     "classes": {"N": {"se", "ppv", "f1", "support"}, "S": ..., "V": ..., "F": ..., "Q": ...},
+     "confusion": [[...]], "early_alarm": {...}, ...}
+
+with rates in percent (``null`` where a denominator is zero). Beats are
+classified with the reference R peaks of the annotations (the usual
+practice of the inter-patient literature), every beat with the sliding
+context of :mod:`model.inference`. ``macro_f1`` and the other macro averages
+run over N, S, V and F (Q has a handful of beats in any test set and no
+meaningful F1); ``accuracy`` counts every
+beat with an AAMI class.
+
+Early alarm: for each horizon ``h`` the early head's class for beat ``t + h``
+(from beats up to ``t``) is scored per class against two baselines,
+*persistence* (beat ``t + h`` has the class of beat ``t``; both with the
+reference class of beat ``t``, an oracle, and with the model's own class
+of beat ``t``) and a first-order *Markov chain* over classes fitted on the
+training records, predicting ``argmax_j (P^h)[c_t, j]`` from the reference
+class ``c_t``.
+
+References
+----------
+.. [1] Ronihal et al. AI-driven IoT framework for advanced cardiac monitoring
+   and analysis. Ingénierie des Systèmes d'Information 30(7), 2025.
+   doi:10.18280/isi.300713
+.. [2] de Chazal P, O'Dwyer M, Reilly RB. Automatic classification of
+   heartbeats using ECG morphology and heartbeat interval features. IEEE
+   Trans Biomed Eng 51(7):1196-1206, 2004.
+.. [3] ANSI/AAMI EC57:2012.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.stats
+from numpy.typing import NDArray
+
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.data import RecordBeats, inter_patient_split, load_records
+from model.inference import SHIPPED_WEIGHTS
+from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_metrics
+from model.registry import list_models
+from model.training import TrainConfig, make_data, predict_records, train
+from sigproc.records import AAMI_CLASSES
+
+__all__ = [
+    "EVAL_PROTOCOLS",
+    "compare_models",
+    "early_alarm_report",
+    "evaluate_model",
+    "markov_transitions",
+    "paired_t_tests",
+    "plot_confusion",
+    "result_from_confusion",
+    "summarise_runs",
+]
+
+#: Protocols :func:`evaluate_model` accepts.
+EVAL_PROTOCOLS: tuple[str, ...] = ("inter-patient", "random", "cv")
+
+#: Classes averaged into ``macro_f1`` for the inter-patient protocol.
+SCORED_CLASSES: tuple[str, ...] = ("N", "S", "V", "F")
+
+
+def result_from_confusion(
+    protocol: str, confusion: NDArray[np.int64], *, macro_over: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """The common JSON shape from a 5x5 confusion matrix (no early alarm yet).
+
+    ``macro_over`` lists the classes averaged into ``macro_f1`` (default:
+    those with reference beats).
+    """
+    per = class_metrics(confusion)
+    if macro_over is None:
+        macro_over = tuple(c for c in AAMI_CLASSES if per[c]["support"] > 0)
+    summary = summary_metrics(confusion, macro_over=macro_over)
+    macro = float(np.mean([np.nan_to_num(per[c]["f1"], nan=0.0) for c in macro_over]))
+    return {
+        "protocol": protocol,
+        "accuracy": summary["accuracy"],
+        "macro_f1": macro,
+        "macro_f1_classes": list(macro_over),
+        "classes": per,
+        "confusion": np.asarray(confusion).tolist(),
+        "class_order": list(AAMI_CLASSES),
+        "summary": summary,
+        "gross": ec57_gross(confusion),
+        "early_alarm": {},
+    }
+
+
+def markov_transitions(records: list[RecordBeats], n_classes: int = len(AAMI_CLASSES)) -> NDArray[np.float64]:
+    """Row-stochastic first-order transition matrix of consecutive labelled beats.
+
+    Rows of classes never seen get a uniform distribution; one pseudo-count
+    per cell keeps every transition possible.
+    """
+    counts = np.ones((n_classes, n_classes))
+    for rec in records:
+        a, b = rec.labels[:-1], rec.labels[1:]
+        ok = (a >= 0) & (b >= 0)
+        np.add.at(counts, (a[ok], b[ok]), 1)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def early_alarm_report(
+    truths: list[NDArray[np.int64]],
+    early_preds: list[NDArray[np.int64]],
+    beat_preds: list[NDArray[np.int64]],
+    horizons: tuple[int, ...],
+    transitions: NDArray[np.float64],
+) -> dict[str, Any]:
+    """Per-class Se / +P / F1 of predicting beat ``t + h`` for the model and the baselines.
+
+    Parameters
+    ----------
+    truths : list of (N,) int arrays
+        Reference class per beat, per record (-1: no class).
+    early_preds : list of (N, H) int arrays
+        Early-head class for beat ``t + h`` emitted at beat ``t``.
+    beat_preds : list of (N,) int arrays
+        The model's class of beat ``t`` (for model-based persistence).
+    horizons : tuple of int
+        The ``h`` of each column of ``early_preds``.
+    transitions : (C, C) array
+        :func:`markov_transitions` of the training records.
+    """
+    out: dict[str, Any] = {}
+    for k, h in enumerate(horizons):
+        step = np.linalg.matrix_power(transitions, h)
+        markov_next = step.argmax(axis=1)  # (C,)
+        cols: dict[str, list[NDArray[np.int64]]] = {
+            "target": [],
+            "model": [],
+            "persistence": [],
+            "persistence_model": [],
+            "markov": [],
+        }
+        for y, e, p in zip(truths, early_preds, beat_preds, strict=True):
+            if len(y) <= h:
+                continue
+            now, later = y[:-h], y[h:]
+            ok = (now >= 0) & (later >= 0)
+            cols["target"].append(later[ok])
+            cols["model"].append(e[:-h, k][ok])
+            cols["persistence"].append(now[ok])
+            cols["persistence_model"].append(p[:-h][ok])
+            cols["markov"].append(markov_next[now[ok]])
+        target = np.concatenate(cols["target"]) if cols["target"] else np.zeros(0, dtype=np.int64)
+        entry: dict[str, Any] = {"n": int(target.size)}
+        for name in ("model", "persistence", "persistence_model", "markov"):
+            pred = np.concatenate(cols[name]) if cols[name] else np.zeros(0, dtype=np.int64)
+            cm = confusion_matrix(target, pred)
+            entry[name] = {c: {k2: v for k2, v in m.items()} for c, m in class_metrics(cm).items()}
+        out[f"h{h}"] = entry
+    return out
+
+
+def plot_confusion(
+    confusion: NDArray[np.int64] | list[list[int]], path: str | os.PathLike[str], *, title: str
+) -> Path:
+    """Save the confusion matrix as a PNG: counts, with row-normalised shading."""
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig = Figure(figsize=(5.2, 4.4), dpi=120)
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    n = len(AAMI_CLASSES)
+    ax.set_xticks(range(n), AAMI_CLASSES)
+    ax.set_yticks(range(n), AAMI_CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    ax.set_title(title, fontsize=9)
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if share[i, j] > 0.5 else "black",
+            )
+    fig.colorbar(im, ax=ax, label="share of reference row")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def evaluate_model(
+    checkpoint: Path | None,
+    *,
+    protocol: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    leads: int | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    figure_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    device_fs: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on the test set of ``protocol``.
+
+    What ``cardiac-monitor evaluate`` calls.
+
+    Parameters
+    ----------
+    checkpoint : Path or None
+        Checkpoint file; ``None`` evaluates the shipped inter-patient weights.
+    protocol : {"inter-patient", "random", "cv"}
+        ``inter-patient`` scores DS2 (paced records excluded). ``random`` and
+        ``cv`` score the held-out beats of the pooled split recorded in the
+        checkpoint, which must have been trained for that protocol (see
+        :func:`compare_models` for the three-model tables).
+    data_dir : path, optional
+        Folder holding ``mitdb/``.
+    leads : int, optional
+        1 (MLII only) or 2. Default: the model's lead count for the top-level
+        numbers, with both lead counts under ``by_leads``.
+    json_path, figure_path : path, optional
+        Where to write the JSON result and the confusion-matrix PNG.
+    progress : bool
+        Print one line per stage.
+    device_fs : float, optional
+        Inter-patient only: simulate a device at this rate (250 or 500 Hz);
+        the test records are resampled to it, filtered and cut there, and
+        the windows resampled to the model's rate. The result says so
+        (``device_fs``, ``notes``).
+
+    Returns
+    -------
+    dict
+        The JSON shape of the module docstring, plus ``leads``, ``by_leads``,
+        ``gross`` (EC57), ``split``, ``checkpoint`` and ``notes``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown protocol, a lead count the model cannot take, or a
+        checkpoint trained for another protocol.
+    """
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {EVAL_PROTOCOLS}, got {protocol!r}")
+    path = Path(checkpoint) if checkpoint is not None else SHIPPED_WEIGHTS
+    ckpt = load_checkpoint(path)
+    n_model = ckpt.model_config.n_leads
+    if leads is not None and not 1 <= leads <= n_model:
+        raise ValueError(f"`leads` must be 1 to {n_model} for this model, got {leads}")
+    if protocol != "inter-patient" and ckpt.split.protocol != protocol:
+        raise ValueError(
+            f"checkpoint {path.name} was trained for the {ckpt.split.protocol!r} protocol; "
+            f"{protocol!r} needs a model trained on its own split (see compare_models)"
+        )
+    model = ckpt.build()
+    if device_fs is not None and protocol != "inter-patient":
+        raise ValueError("`device_fs` is only supported for the inter-patient protocol")
+    test, masks, train_recs = _test_data(ckpt, protocol, data_dir, device_fs)
+    lead_counts = [leads] if leads is not None else sorted({n_model, 1}, reverse=True)
+    by_leads: dict[str, Any] = {}
+    for n in lead_counts:
+        if progress:
+            print(f"evaluating {path.name} on {protocol} with {n} lead(s)...", flush=True)
+        truths, preds, early = predict_records(model, test, n_leads=n)
+        if masks is not None:
+            truths = [t[m] for t, m in zip(truths, masks, strict=True)]
+            preds = [p[m] for p, m in zip(preds, masks, strict=True)]
+        cm = confusion_matrix(np.concatenate(truths), np.concatenate(preds))
+        res = result_from_confusion(protocol, cm, macro_over=SCORED_CLASSES)
+        if masks is None:  # early alarm needs whole beat sequences: inter-patient only
+            res["early_alarm"] = early_alarm_report(
+                [t.copy() for t in truths],
+                early,
+                preds,
+                ckpt.model_config.horizons,
+                markov_transitions(train_recs),
+            )
+        by_leads[str(n)] = res
+    result = dict(by_leads[str(lead_counts[0])])
+    result.update(
+        {
+            "leads": lead_counts[0],
+            "by_leads": {
+                k: {
+                    kk: v[kk]
+                    for kk in ("accuracy", "macro_f1", "classes", "gross", "confusion", "early_alarm")
+                }
+                for k, v in by_leads.items()
+            },
+            "checkpoint": str(path),
+            "model": ckpt.model_name,
+            "split": ckpt.split.to_dict(),
+            "test_records": [r.record for r in test],
+            "n_beats": int(np.asarray(result["confusion"]).sum()),
+            "preprocess": asdict(ckpt.preprocess),
+            "device_fs": device_fs,
+            "notes": _notes(protocol, ckpt.preprocess.fs, device_fs),
+        }
+    )
+    if figure_path is not None:
+        plot_confusion(
+            result["confusion"], figure_path, title=f"{ckpt.model_name} {protocol}, {lead_counts[0]} lead(s)"
+        )
+        result["figure"] = str(figure_path)
+    if json_path is not None:
+        _write_json(result, json_path)
+    return result
+
+
+def compare_models(
+    config: TrainConfig,
+    *,
+    protocol: str,
+    out_dir: Path,
+    max_epochs: int,
+    models: tuple[str, ...] | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and score CNN+LSTM and the baselines side by side (Tables 3 and 4).
+
+    ``protocol="random"``: one 80:10:10 split, accuracy / precision / recall
+    / F1 (macro and weighted) per model. ``protocol="cv"``: the same per
+    fold over ``config.n_folds`` folds, and paired t-tests of CNN+LSTM
+    against each baseline per metric (:func:`paired_t_tests`). Epochs are
+    capped at ``max_epochs`` (the cap is in the result).
+    """
+    if protocol not in ("random", "cv"):
+        raise ValueError(f"`protocol` must be 'random' or 'cv', got {protocol!r}")
+    names = models or tuple(list_models())
+    folds = range(config.n_folds) if protocol == "cv" else range(1)
+    checkpoints: dict[str, list[Path]] = {m: [] for m in names}
+    for fold in folds:
+        for name in names:
+            cfg = replace(
+                config, model=name, protocol=protocol, fold=fold, epochs=min(config.epochs, max_epochs)
+            )
+            ckpt_path = out_dir / f"{name}_{protocol}_fold{fold}.pt"
+            train(cfg, out=ckpt_path, progress=progress)
+            checkpoints[name].append(ckpt_path)
+    result = summarise_runs(
+        checkpoints, protocol=protocol, data_dir=config.data_dir or None, progress=progress
+    )
+    result["max_epochs"] = max_epochs
+    if json_path is not None:
+        _write_json(result, json_path)
+    return result
+
+
+def summarise_runs(
+    checkpoints: dict[str, list[Path]],
+    *,
+    protocol: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Score trained checkpoints (per model, one per fold) into Table 3 / Table 4 form.
+
+    Returns ``{"protocol", "table": {model: mean metrics}, "runs": {model:
+    [per-fold metrics]}, "t_tests"}``; ``t_tests`` (CNN+LSTM against each
+    other model) only with two or more folds.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name, paths in checkpoints.items():
+        runs[name] = []
+        for path in paths:
+            res = evaluate_model(path, protocol=protocol, data_dir=data_dir, leads=None, progress=progress)
+            meta = load_checkpoint(path).metrics
+            runs[name].append(
+                {
+                    **res["summary"],
+                    "macro_f1": res["macro_f1"],
+                    "epochs_run": meta["epochs_run"],
+                    "train_seconds": meta["train_seconds"],
+                }
+            )
+    table = {m: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for m, rs in runs.items()}
+    result: dict[str, Any] = {"protocol": protocol, "table": table, "runs": runs}
+    if "cnn_lstm" in runs and len(runs["cnn_lstm"]) >= 2:
+        result["t_tests"] = {
+            base: paired_t_tests(runs["cnn_lstm"], runs[base]) for base in runs if base != "cnn_lstm"
+        }
+    return result
+
+
+def paired_t_tests(
+    ours: list[dict[str, float]],
+    baseline: list[dict[str, float]],
+    metrics: tuple[str, ...] = ("accuracy", "macro_precision", "macro_recall", "macro_f1"),
+) -> dict[str, dict[str, float]]:
+    """Paired t-test per metric over folds (:func:`scipy.stats.ttest_rel`).
+
+    Returns ``{metric: {"mean_diff", "t", "p"}}``; ``p`` is two-sided.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for m in metrics:
+        a = np.array([r[m] for r in ours])
+        b = np.array([r[m] for r in baseline])
+        diff = a - b
+        if diff.size < 2 or np.allclose(diff, diff[0]):
+            t, p = float("nan"), float("nan")
+        else:
+            res = scipy.stats.ttest_rel(a, b)
+            t, p = float(res.statistic), float(res.pvalue)
+        out[m] = {"mean_diff": float(diff.mean()), "t": t, "p": p}
+    return out
+
+
+# Internals -------------------------------------------------------------------
+
+
+def _notes(protocol: str, model_fs: float, device_fs: float | None) -> list[str]:
+    source = (
+        f"{device_fs:g} Hz (records resampled from 360 Hz to simulate the device)" if device_fs else "360 Hz"
+    )
+    notes = [
+        f"Beat windows were cut at {source} and resampled to the model's {model_fs:g} Hz.",
+        "Beats are located by the reference annotations (R peaks), not by the detector.",
+        "Paced records 102, 104, 107, 217 are excluded.",
+        "Rates are percentages; null means an empty denominator.",
+    ]
+    if protocol != "inter-patient":
+        notes.append("Pooled split: beats of one patient are in training and test (the paper's protocol).")
+    return notes
+
+
+def _test_data(
+    ckpt: Checkpoint, protocol: str, data_dir: str | os.PathLike[str] | None, device_fs: float | None = None
+) -> tuple[list[RecordBeats], list[NDArray[np.bool_]] | None, list[RecordBeats]]:
+    pre = ckpt.preprocess
+    if protocol == "inter-patient":
+        records = ckpt.split.test if ckpt.split.protocol == "inter-patient" else inter_patient_split().test
+        test = load_records(records, pre, data_dir=data_dir, device_fs=device_fs)
+        train_recs = load_records(ckpt.split.train, pre, data_dir=data_dir)
+        return test, None, train_recs
+    cfg = TrainConfig(**{**_train_config_kwargs(ckpt), "data_dir": str(data_dir or "")})
+    data = make_data(cfg, pre)
+    return data.test, data.test_mask, data.test
+
+
+def _train_config_kwargs(ckpt: Checkpoint) -> dict[str, Any]:
+    known = TrainConfig.__dataclass_fields__
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt.train_config.items() if k in known}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return None if math.isnan(float(obj)) else float(obj)
+    return obj
+
+
+def _write_json(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as fh:
+        json.dump(_jsonable(result), fh, indent=1)
+    os.replace(fh.name, out)

@@ -1,0 +1,321 @@
+"""Fast beat classification with a trained checkpoint, in batches or beat by beat.
+
+:class:`BeatClassifier` wraps a checkpoint. :meth:`BeatClassifier.predict`
+classifies a run of consecutive beats of one stream;
+:meth:`BeatClassifier.stream` returns a :class:`BeatStream` that takes the
+beats one at a time and gives exactly the same outputs.
+
+Both give every beat the history of at most ``seq_len`` beats (itself and
+the ``seq_len - 1`` before it), the context the network was trained on: the
+LSTM runs from a zero state over that sliding context. The stream's state is
+therefore the per-beat feature vectors of the last ``seq_len - 1`` beats; a
+beat costs one convolutional encoding and ``seq_len`` LSTM steps.
+
+Inputs are the windows of :func:`sigproc.beats.beat_windows` cut from the
+stream after the checkpoint's *causal* filter (``preprocess.filter_spec()``,
+run with :class:`sigproc.filters.StreamingFilter` at the device's rate), and
+the seven RR features of :func:`sigproc.beats.rr_features`. Windows at
+another rate are resampled to the model's rate; each window is z-scored per
+lead here, as in training.
+
+References
+----------
+.. [1] Ronihal et al. AI-driven IoT framework for advanced cardiac monitoring
+   and analysis. Ingénierie des Systèmes d'Information 30(7), 2025.
+   doi:10.18280/isi.300713
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from torch import Tensor
+
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.cnn_lstm import BeatSequenceModel, ModelOutput
+from model.data import PreprocessConfig, normalise_windows, resample_windows
+from sigproc._checks import check_fs
+from sigproc.beats import RR_FEATURE_NAMES, BeatWindows
+
+__all__ = [
+    "SHIPPED_WEIGHTS",
+    "BeatClassifier",
+    "BeatPrediction",
+    "BeatStream",
+    "context_states",
+    "predict_arrays",
+]
+
+#: The inter-patient CNN-LSTM trained on DS1, shipped with the package.
+SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "cnn_lstm_ds1.pt"
+
+
+@dataclass(frozen=True)
+class BeatPrediction:
+    """Outputs for ``N`` beats.
+
+    Attributes
+    ----------
+    class_probs : ndarray, shape (N, C)
+        Probability of each class of :attr:`classes`.
+    abnormal_prob : ndarray, shape (N,)
+        Probability that the beat is not N (the abnormal head).
+    early_probs : ndarray, shape (N, H, C)
+        Probability of each class for beat ``t + h``, ``h`` in :attr:`horizons`.
+    classes : tuple of str
+        Class names.
+    horizons : tuple of int
+        Early-alarm horizons in beats.
+    resampled_from : float or None
+        The input rate when windows were resampled to the model's rate.
+    """
+
+    class_probs: NDArray[np.float32]
+    abnormal_prob: NDArray[np.float32]
+    early_probs: NDArray[np.float32]
+    classes: tuple[str, ...]
+    horizons: tuple[int, ...]
+    resampled_from: float | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        """The most probable class of each beat."""
+        return [self.classes[i] for i in self.class_probs.argmax(axis=1)]
+
+
+def context_states(model: BeatSequenceModel, features: Tensor, *, chunk: int = 8192) -> Tensor:
+    """Temporal states (N, hidden) of ``features`` (N, D) with a sliding context.
+
+    Beat ``t`` gets the state after running the model's temporal part from
+    zero over beats ``max(0, t - T + 1) .. t`` with ``T = config.seq_len``.
+    """
+    n, t = features.shape[0], model.config.seq_len
+    head = min(t - 1, n)
+    parts: list[Tensor] = []
+    if head > 0:
+        s, _ = model.temporal(features[None, :head])  # (1, head, hidden)
+        parts.append(s[0])
+    if n >= t:
+        windows = features.unfold(0, t, 1).permute(0, 2, 1)  # (N - T + 1, T, D)
+        for i in range(0, windows.shape[0], chunk):
+            s, _ = model.temporal(windows[i : i + chunk])
+            parts.append(s[:, -1])  # (chunk, hidden)
+    return torch.cat(parts) if parts else features.new_zeros((0, model.config.hidden))
+
+
+@torch.no_grad()
+def predict_arrays(
+    model: BeatSequenceModel,
+    windows: Tensor,
+    rr: Tensor,
+    lead_mask: Tensor | None = None,
+    *,
+    chunk: int = 512,
+) -> ModelOutput:
+    """Logits for consecutive beats of one stream: ``windows`` (N, L, W), ``rr`` (N, 7).
+
+    ``lead_mask`` (L,) bool marks the leads present. Beats are encoded in
+    chunks of ``chunk``, small enough that the convolutions' intermediate
+    maps stay in cache. Returns a
+    :class:`~model.cnn_lstm.ModelOutput` with the time axis dropped:
+    (N, C), (N,), (N, H, C).
+    """
+    model.eval()
+    fuse = getattr(model.encoder, "fuse", None)
+    if callable(fuse) and getattr(model.encoder, "_fused", None) is None:
+        fuse()  # batch norms folded into the convolutions; dropped again by model.train()
+    feats = []
+    for i in range(0, windows.shape[0], chunk):
+        w = windows[i : i + chunk, None]  # (n, 1, L, W): each beat its own length-1 sequence
+        mask = None if lead_mask is None else lead_mask.expand(w.shape[0], -1)
+        feats.append(model.encode(w, rr[i : i + chunk, None], mask)[:, 0])  # (n, D)
+    if not feats:
+        c, h = model.config.n_classes, len(model.config.horizons)
+        return ModelOutput(windows.new_zeros((0, c)), windows.new_zeros(0), windows.new_zeros((0, h, c)))
+    s = context_states(model, torch.cat(feats))  # (N, hidden)
+    out = model.heads(s[None])
+    return ModelOutput(out.class_logits[0], out.abnormal_logit[0], out.early_logits[0])
+
+
+class BeatClassifier:
+    """A trained beat network ready for inference.
+
+    Parameters
+    ----------
+    checkpoint : Checkpoint
+        A loaded checkpoint (see :meth:`load`).
+    num_threads : int, optional
+        If given, sets :func:`torch.set_num_threads`.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, *, num_threads: int | None = None) -> None:
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self.checkpoint = checkpoint
+        self.model = checkpoint.build()
+        fuse = getattr(self.model.encoder, "fuse", None)
+        if callable(fuse):
+            fuse()
+        self.preprocess: PreprocessConfig = checkpoint.preprocess
+        self.classes = tuple(checkpoint.label_map)
+        self.horizons = tuple(checkpoint.model_config.horizons)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, *, num_threads: int | None = None
+    ) -> BeatClassifier:
+        """Load a checkpoint; ``None`` loads the shipped inter-patient weights.
+
+        Example
+        -------
+        >>> clf = BeatClassifier.load()  # doctest: +SKIP
+        >>> clf.fs, clf.n_leads  # doctest: +SKIP
+        (180.0, 2)
+        """
+        return cls(load_checkpoint(SHIPPED_WEIGHTS if path is None else path), num_threads=num_threads)
+
+    @property
+    def fs(self) -> float:
+        """The model's sampling rate in Hz."""
+        return self.preprocess.fs
+
+    @property
+    def n_leads(self) -> int:
+        """Most leads the model reads (lead 0 MLII, lead 1 the second lead)."""
+        return self.checkpoint.model_config.n_leads
+
+    def prepare(
+        self, beat_windows: ArrayLike | BeatWindows, rr_features: ArrayLike, *, fs: float | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, float | None]:
+        """Validate, resample and normalise inputs; returns tensors and the input rate if resampled.
+
+        Raises
+        ------
+        ValueError
+            Naming the mismatch: dimensions, lead count, window length for
+            the rate, sampling rate, RR columns, beat counts, non-finite values.
+        """
+        raw = beat_windows.windows if isinstance(beat_windows, BeatWindows) else beat_windows
+        w = np.asarray(raw, dtype=np.float64)
+        if w.ndim == 2:
+            w = w[:, None, :]
+        if w.ndim != 3:
+            raise ValueError(f"`beat_windows` must have shape (n_beats, n_leads, n_window), got {w.shape}")
+        n, n_leads, n_win = w.shape
+        if not 1 <= n_leads <= self.n_leads:
+            raise ValueError(f"`beat_windows` has {n_leads} leads; this model takes 1 to {self.n_leads}")
+        fs_in = self.fs if fs is None else check_fs(fs)
+        expected = round(self.preprocess.window_s * fs_in)
+        if n_win != expected:
+            raise ValueError(
+                f"`beat_windows` has {n_win} samples per window; at fs={fs_in:g} Hz the model's "
+                f"{self.preprocess.window_s:g} s window has {expected} (pass `fs` if the rate differs)"
+            )
+        r = np.asarray(rr_features, dtype=np.float64)
+        if r.ndim == 1:
+            r = r[None, :]
+        if r.ndim != 2 or r.shape[1] != len(RR_FEATURE_NAMES):
+            raise ValueError(
+                f"`rr_features` must have shape (n_beats, {len(RR_FEATURE_NAMES)}), got {r.shape}"
+            )
+        if r.shape[0] != n:
+            raise ValueError(f"`rr_features` has {r.shape[0]} rows for {n} beat windows")
+        if not (np.isfinite(w).all() and np.isfinite(r).all()):
+            raise ValueError("`beat_windows` and `rr_features` must be finite (no NaN gaps)")
+        resampled = None if fs_in == self.fs else fs_in
+        x = normalise_windows(resample_windows(w, fs_in, self.fs, self.preprocess.n_window))  # (N, L, W)
+        if n_leads < self.n_leads:
+            pad = np.zeros((n, self.n_leads - n_leads, x.shape[-1]), dtype=np.float32)
+            x = np.concatenate([x, pad], axis=1)
+        mask = torch.arange(self.n_leads) < n_leads  # (L,)
+        return torch.from_numpy(x), torch.from_numpy(r.astype(np.float32)), mask, resampled
+
+    def predict(
+        self, beat_windows: ArrayLike | BeatWindows, rr_features: ArrayLike, *, fs: float | None = None
+    ) -> BeatPrediction:
+        """Classify consecutive beats of one stream.
+
+        Parameters
+        ----------
+        beat_windows : array_like, shape (N, L, W) or BeatWindows
+            Causally filtered windows of 1 (MLII) or 2 leads,
+            ``W = round(window_s * fs)``.
+        rr_features : array_like, shape (N, 7)
+            :func:`sigproc.beats.rr_features` of the same beats.
+        fs : float, optional
+            Rate of the windows in Hz (default: the model's); other rates
+            are resampled to the model's.
+
+        Returns
+        -------
+        BeatPrediction
+
+        Raises
+        ------
+        ValueError
+            For inputs of the wrong shape, rate or lead count.
+        """
+        x, r, mask, resampled = self.prepare(beat_windows, rr_features, fs=fs)
+        return self._to_prediction(predict_arrays(self.model, x, r, mask), resampled)
+
+    def stream(self, *, n_leads: int | None = None, fs: float | None = None) -> BeatStream:
+        """A per-stream classifier that takes beats one at a time."""
+        return BeatStream(self, n_leads=n_leads or self.n_leads, fs=fs)
+
+    def _to_prediction(self, out: ModelOutput, resampled: float | None) -> BeatPrediction:
+        return BeatPrediction(
+            class_probs=torch.softmax(out.class_logits, -1).numpy(),
+            abnormal_prob=torch.sigmoid(out.abnormal_logit).numpy(),
+            early_probs=torch.softmax(out.early_logits, -1).numpy(),
+            classes=self.classes,
+            horizons=self.horizons,
+            resampled_from=resampled,
+        )
+
+
+class BeatStream:
+    """Stateful classification of one stream, one beat per :meth:`push`.
+
+    The outputs equal those of :meth:`BeatClassifier.predict` on the same
+    sequence of beats. If the model reads ``post_rr`` the caller pushes a
+    beat once the next R peak is known (one beat of delay).
+    """
+
+    def __init__(self, classifier: BeatClassifier, *, n_leads: int, fs: float | None = None) -> None:
+        if not 1 <= n_leads <= classifier.n_leads:
+            raise ValueError(f"`n_leads` must be 1 to {classifier.n_leads}, got {n_leads}")
+        self.classifier = classifier
+        self.n_leads = n_leads
+        self.fs = fs
+        self._features: deque[Tensor] = deque(maxlen=classifier.model.config.seq_len)
+
+    def reset(self) -> None:
+        """Forget the history (a new recording, or a gap in the signal)."""
+        self._features.clear()
+
+    @torch.no_grad()
+    def push(self, window: ArrayLike, rr: ArrayLike) -> BeatPrediction:
+        """Classify the next beat: ``window`` (L, W) and its ``rr`` (7,).
+
+        Returns a :class:`BeatPrediction` of one beat.
+        """
+        w = np.asarray(window, dtype=np.float64)
+        if w.ndim != 2 or w.shape[0] != self.n_leads:
+            raise ValueError(
+                f"`window` must have shape ({self.n_leads}, n_window) for this stream, got {w.shape}"
+            )
+        x, r, mask, resampled = self.classifier.prepare(w[None], rr, fs=self.fs)
+        model = self.classifier.model
+        feat = model.encode(x[None], r[None], mask[None])[0, -1]  # (D,)
+        self._features.append(feat)
+        s, _ = model.temporal(torch.stack(list(self._features))[None])  # (1, n, hidden)
+        out = model.heads(s[:, -1:])
+        return self.classifier._to_prediction(
+            ModelOutput(out.class_logits[0], out.abnormal_logit[0], out.early_logits[0]), resampled
+        )

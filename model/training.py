@@ -1,0 +1,497 @@
+"""Training of the beat networks: the paper's settings as defaults, all overridable.
+
+``cardiac-monitor train`` calls :func:`train` with a :class:`TrainConfig`
+built from its options (one option per field); ``cardiac-monitor train
+--grid`` calls :func:`grid_search`.
+
+Per the paper: Adam, learning rate 1e-3, batch 64, dropout 0.3, L2 1e-4,
+early stopping on the validation set with patience 10, at most 50 epochs.
+A batch is 64 sequences of ``seq_len`` consecutive beats. The L2 term is
+part of the loss (eq. 17), not Adam's weight decay. Model selection uses
+the validation set only: for the inter-patient protocol it is a set of DS1
+records (:data:`model.data.DEFAULT_VALIDATION_RECORDS`), never DS2. The
+score tracked for early stopping is the mean F1 of the N, S and V classes on
+the validation beats, each beat classified with the sliding context used at
+inference.
+
+Single-lead use is learnt by *lead dropout*: with probability
+``lead_dropout`` a training sequence loses its second lead (masked out of
+the lead attention), so one checkpoint serves the two-lead MIT-BIH records
+and the single-lead AD8232 wearable.
+
+References
+----------
+.. [1] Ronihal et al. AI-driven IoT framework for advanced cardiac monitoring
+   and analysis. Ingénierie des Systèmes d'Information 30(7), 2025.
+   doi:10.18280/isi.300713
+.. [2] Kingma DP, Ba J. Adam: a method for stochastic optimization. ICLR 2015.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from model.checkpoint import Checkpoint, save_checkpoint
+from model.cnn_lstm import BeatSequenceModel, ModelConfig
+from model.data import (
+    DEFAULT_VALIDATION_RECORDS,
+    BeatSequences,
+    PreprocessConfig,
+    RecordBeats,
+    Split,
+    inter_patient_split,
+    kfold_splits,
+    load_records,
+    random_split,
+)
+from model.inference import predict_arrays
+from model.losses import LossConfig, class_weights_from_counts, total_loss
+from model.metrics import class_metrics, confusion_matrix, summary_metrics
+from model.registry import get_model
+from sigproc.records import AAMI_CLASSES
+
+__all__ = [
+    "GRID",
+    "PROTOCOLS",
+    "TrainConfig",
+    "TrainData",
+    "grid_search",
+    "make_data",
+    "select_device",
+    "train",
+]
+
+#: Evaluation protocols a model can be trained for.
+PROTOCOLS: tuple[str, ...] = ("inter-patient", "random", "cv")
+
+#: The paper's grid: learning rate x batch size x dropout.
+GRID: dict[str, tuple[float, ...]] = {
+    "lr": (1e-4, 1e-3, 1e-2),
+    "batch_size": (32, 64, 128),
+    "dropout": (0.2, 0.5),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything :func:`train` needs; plain-typed fields, one CLI option each.
+
+    Attributes
+    ----------
+    model : str
+        Registry name: ``cnn_lstm`` (default), ``cnn`` or ``lstm``.
+    protocol : str
+        ``inter-patient`` (DS1 -> DS2), ``random`` (80:10:10) or ``cv`` (fold ``fold`` of ``n_folds``).
+    lr, batch_size, dropout, l2, epochs, patience : float, int, float, float, int, int
+        The paper's optimisation settings.
+    seed : int
+        Seeds torch, numpy, Python and the random splits.
+    seq_len : int
+        Beats per training sequence and inference context.
+    hidden, branch_channels, conv_channels : int
+        Network widths.
+    use_post_rr : bool
+        Let the network read the next RR interval (one beat of delay).
+    horizons : tuple of int
+        Early-alarm horizons in beats.
+    n_leads : int
+        Leads the model takes (2: MLII and the second lead).
+    lead_dropout : float
+        Probability of masking the second lead of a training sequence.
+    class_weight_power, class_weight_cap : float
+        Class weighting of the cross-entropy (:func:`model.losses.class_weights_from_counts`).
+    w_binary, w_temporal, w_early, early_emphasis, w_symmetry, w_tv : float
+        Loss term weights (:class:`model.losses.LossConfig`); ``l2`` is ``w_l2``.
+    validation_records : tuple of str
+        DS1 records held out for early stopping (inter-patient).
+    fold, n_folds : int
+        Cross-validation fold (``cv``).
+    records : tuple of str
+        Restrict the training records (empty: the protocol's); for smoke tests.
+    data_dir : str
+        Folder holding ``mitdb/`` (empty: the default search).
+    threads : int
+        ``torch.set_num_threads`` (0: leave torch's default).
+    device : str
+        ``auto`` (a GPU when present), ``cpu`` or ``cuda``.
+    max_batches : int
+        Cap on batches per epoch (0: no cap); for smoke tests.
+    """
+
+    model: str = "cnn_lstm"
+    protocol: str = "inter-patient"
+    lr: float = 1e-3
+    batch_size: int = 64
+    dropout: float = 0.3
+    l2: float = 1e-4
+    epochs: int = 50
+    patience: int = 10
+    seed: int = 0
+    seq_len: int = 16
+    hidden: int = 64
+    branch_channels: int = 12
+    conv_channels: int = 32
+    use_post_rr: bool = True
+    horizons: tuple[int, ...] = (1, 2, 3)
+    n_leads: int = 2
+    lead_dropout: float = 0.5
+    class_weight_power: float = 0.5
+    class_weight_cap: float = 20.0
+    w_binary: float = 0.5
+    w_temporal: float = 0.1
+    w_early: float = 0.5
+    early_emphasis: float = 1.0
+    w_symmetry: float = 1e-2
+    w_tv: float = 1e-3
+    validation_records: tuple[str, ...] = DEFAULT_VALIDATION_RECORDS
+    fold: int = 0
+    n_folds: int = 5
+    records: tuple[str, ...] = ()
+    data_dir: str = ""
+    threads: int = 0
+    device: str = "auto"
+    max_batches: int = 0
+
+    def model_config(self, preprocess: PreprocessConfig) -> ModelConfig:
+        """The network configuration these settings imply."""
+        return ModelConfig(
+            n_leads=self.n_leads,
+            fs=preprocess.fs,
+            n_window=preprocess.n_window,
+            horizons=tuple(self.horizons),
+            use_post_rr=self.use_post_rr,
+            branch_channels=self.branch_channels,
+            conv_channels=self.conv_channels,
+            hidden=self.hidden,
+            dropout=self.dropout,
+            seq_len=self.seq_len,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type form (tuples as lists) for checkpoints and JSON."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class TrainData:
+    """Records of a protocol, partitioned; beat-sequence splits carry index masks."""
+
+    split: Split
+    train: BeatSequences
+    validation: list[RecordBeats]
+    test: list[RecordBeats]
+    #: For pooled splits: per validation/test record, the beats that belong to that set.
+    validation_mask: list[NDArray[np.bool_]] | None = None
+    test_mask: list[NDArray[np.bool_]] | None = None
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"`device` must be 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+def make_data(config: TrainConfig, preprocess: PreprocessConfig | None = None) -> TrainData:
+    """Load the records of ``config.protocol`` and split them.
+
+    For ``random`` and ``cv`` the unit of the split is the beat sequence of
+    ``seq_len`` beats (the paper's random split lets one patient's beats sit
+    in train and test); validation and test beats are those of the held-out
+    sequences.
+    """
+    pre = preprocess or PreprocessConfig(n_leads=config.n_leads)
+    data_dir = config.data_dir or None
+    horizons = tuple(config.horizons)
+    if config.protocol == "inter-patient":
+        split = inter_patient_split(config.validation_records)
+        train_recs = config.records or split.train
+        split = replace(split, train=tuple(train_recs))
+        return TrainData(
+            split,
+            BeatSequences(
+                load_records(train_recs, pre, data_dir=data_dir), seq_len=config.seq_len, horizons=horizons
+            ),
+            load_records(split.validation, pre, data_dir=data_dir),
+            load_records(split.test, pre, data_dir=data_dir),
+        )
+    if config.protocol == "random":
+        split = random_split(seed=config.seed, records=config.records or random_split().train)
+    elif config.protocol == "cv":
+        folds = kfold_splits(config.n_folds, seed=config.seed, records=config.records or random_split().train)
+        if not 0 <= config.fold < config.n_folds:
+            raise ValueError(f"`fold` must be in 0..{config.n_folds - 1}, got {config.fold}")
+        split = folds[config.fold]
+    else:
+        raise ValueError(f"`protocol` must be one of {PROTOCOLS}, got {config.protocol!r}")
+    return _pooled_data(split, load_records(split.train, pre, data_dir=data_dir), config)
+
+
+def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str, Any]:
+    """Train a beat network and write its checkpoint to ``out``.
+
+    What ``cardiac-monitor train`` calls. Seeded and deterministic on the
+    CPU; uses a GPU when one is present (``device="auto"``).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Settings (the paper's defaults).
+    out : Path
+        Checkpoint file to write (the best validation epoch's weights).
+    progress : bool
+        Show a tqdm bar per epoch.
+
+    Returns
+    -------
+    dict
+        ``checkpoint``, ``split``, ``best_epoch``, ``epochs_run``,
+        ``validation`` (metrics at the best epoch), ``history`` (per epoch:
+        train loss and terms, validation score), ``train_seconds``.
+    """
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    _seed_everything(config.seed)
+    device = select_device(config.device)
+    pre = PreprocessConfig(n_leads=config.n_leads)
+    data = make_data(config, pre)
+    model = get_model(config.model, config.model_config(pre)).to(device)
+    counts = np.bincount(data.train.labels[data.train.labels >= 0], minlength=len(AAMI_CLASSES))
+    loss_cfg = LossConfig(
+        class_weights=class_weights_from_counts(
+            counts.tolist(), power=config.class_weight_power, cap=config.class_weight_cap
+        ),
+        w_binary=config.w_binary,
+        w_temporal=config.w_temporal,
+        w_early=config.w_early,
+        early_emphasis=config.early_emphasis,
+        w_symmetry=config.w_symmetry,
+        w_tv=config.w_tv,
+        w_l2=config.l2,
+    )
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    rng = np.random.default_rng(config.seed)
+    history: list[dict[str, Any]] = []
+    best: tuple[float, int, dict[str, torch.Tensor], dict[str, Any]] | None = None
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        data.train.reshuffle(int(rng.integers(config.seq_len)))
+        terms = _train_epoch(model, data.train, optimiser, loss_cfg, config, rng, device, epoch, progress)
+        val = evaluate_beats(model, data.validation, data.validation_mask, device=device)
+        score = _selection_score(val)
+        f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in ("N", "S", "V")}
+        history.append({"epoch": epoch, **terms, "val_score": score, "val_accuracy": val["accuracy"], **f1})
+        if progress:
+            per = "  ".join(f"{c} {v:.1f}" for c, v in zip("NSV", f1.values(), strict=True))
+            tqdm.write(f"epoch {epoch}: loss {terms['loss']:.4f}  val mean F1(N,S,V) {score:.2f}  ({per})")
+        if best is None or score > best[0]:
+            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            best = (score, epoch, state, val)
+        elif epoch - best[1] >= config.patience:
+            break
+    assert best is not None  # at least one epoch ran: epochs >= 1 is checked below
+    seconds = time.perf_counter() - started
+    metrics = {
+        "validation": best[3],
+        "best_epoch": best[1],
+        "epochs_run": len(history),
+        "train_seconds": seconds,
+        "class_weights": list(loss_cfg.class_weights),
+        "history": history,
+    }
+    ckpt = Checkpoint(
+        model_name=config.model,
+        model_config=model.config,
+        preprocess=pre,
+        state_dict=best[2],
+        split=data.split,
+        metrics=metrics,
+        train_config=config.to_dict(),
+    )
+    save_checkpoint(ckpt, out)
+    return {"checkpoint": str(out), "split": data.split.to_dict(), **metrics}
+
+
+def grid_search(config: TrainConfig, *, out_csv: Path, max_epochs: int) -> list[dict[str, Any]]:
+    """The paper's grid (:data:`GRID`) scored on the validation set; writes a CSV table.
+
+    What ``cardiac-monitor train --grid`` calls. Each of the 18 settings is
+    trained for at most ``max_epochs`` epochs (capped so that the grid fits
+    on a CPU; the table records the cap) and scored by the validation
+    selection score; the test set is never touched.
+
+    Returns
+    -------
+    list of dict
+        One row per setting: ``lr``, ``batch_size``, ``dropout``,
+        ``max_epochs``, ``best_epoch``, ``val_score``, ``val_accuracy``,
+        ``seconds``; best first.
+    """
+    if max_epochs < 1:
+        raise ValueError(f"`max_epochs` must be >= 1, got {max_epochs}")
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for lr, bs, dr in itertools.product(GRID["lr"], GRID["batch_size"], GRID["dropout"]):
+            cfg = replace(config, lr=lr, batch_size=int(bs), dropout=dr, epochs=max_epochs)
+            res = train(cfg, out=Path(tmp) / "grid.pt", progress=False)
+            rows.append(
+                {
+                    "lr": lr,
+                    "batch_size": int(bs),
+                    "dropout": dr,
+                    "max_epochs": max_epochs,
+                    "best_epoch": res["best_epoch"],
+                    "val_score": _selection_score(res["validation"]),
+                    "val_accuracy": res["validation"]["accuracy"],
+                    "seconds": round(res["train_seconds"], 1),
+                }
+            )
+    rows.sort(key=lambda r: -r["val_score"])
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+@torch.no_grad()
+def evaluate_beats(
+    model: BeatSequenceModel,
+    records: list[RecordBeats],
+    masks: list[NDArray[np.bool_]] | None = None,
+    *,
+    n_leads: int | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Confusion matrix and metrics of ``model`` on ``records`` (sliding-context inference).
+
+    ``masks`` restricts scoring to some beats of each record (pooled splits);
+    ``n_leads=1`` classifies from lead 0 (MLII) alone.
+    """
+    y_true, y_pred, _ = predict_records(model, records, n_leads=n_leads, device=device)
+    if masks is not None:
+        y_true = [t[m] for t, m in zip(y_true, masks, strict=True)]
+        y_pred = [p[m] for p, m in zip(y_pred, masks, strict=True)]
+    cm = confusion_matrix(np.concatenate(y_true), np.concatenate(y_pred))
+    return {"confusion": cm.tolist(), "classes": class_metrics(cm), **summary_metrics(cm)}
+
+
+@torch.no_grad()
+def predict_records(
+    model: BeatSequenceModel,
+    records: list[RecordBeats],
+    *,
+    n_leads: int | None = None,
+    device: torch.device | None = None,
+) -> tuple[list[NDArray[np.int64]], list[NDArray[np.int64]], list[NDArray[np.int64]]]:
+    """Reference labels, predicted classes and early-alarm classes of every beat of every record.
+
+    Returns three lists with one array per record: labels (N,), classes
+    (N,) and early-alarm classes (N, H) for the horizons of the model.
+    """
+    device = device or next(model.parameters()).device
+    leads = n_leads or model.config.n_leads
+    mask = (torch.arange(model.config.n_leads) < leads).to(device)
+    truths, preds, early = [], [], []
+    for rec in records:
+        out = predict_arrays(
+            model, torch.from_numpy(rec.windows).to(device), torch.from_numpy(rec.rr).to(device), mask
+        )
+        preds.append(out.class_logits.argmax(-1).cpu().numpy().astype(np.int64))
+        early.append(out.early_logits.argmax(-1).cpu().numpy().astype(np.int64))
+        truths.append(rec.labels)
+    model.train()
+    return truths, preds, early
+
+
+# Internals -------------------------------------------------------------------
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds third-party code that uses the global state
+    torch.manual_seed(seed)
+
+
+def _selection_score(val: dict[str, Any]) -> float:
+    f1 = [val["classes"][c]["f1"] for c in ("N", "S", "V") if val["classes"][c]["support"] > 0]
+    return float(np.mean(np.nan_to_num(f1, nan=0.0))) if f1 else 0.0
+
+
+def _train_epoch(
+    model: BeatSequenceModel,
+    seqs: BeatSequences,
+    optimiser: torch.optim.Optimizer,
+    loss_cfg: LossConfig,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    epoch: int,
+    progress: bool,
+) -> dict[str, float]:
+    model.train()
+    order = rng.permutation(len(seqs))
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    if config.max_batches > 0:
+        batches = batches[: config.max_batches]
+    sums: dict[str, float] = {}
+    bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+    for idx in bar:
+        w, r, y, fut = (torch.from_numpy(a).to(device) for a in seqs.batch(idx))
+        lead_mask = torch.ones(len(idx), config.n_leads, dtype=torch.bool)
+        if config.n_leads > 1:
+            lead_mask[:, 1:] = torch.from_numpy(rng.random(len(idx)) >= config.lead_dropout)[:, None]
+        out = model(w, r, lead_mask.to(device))
+        loss, terms = total_loss(out, y, fut, model, loss_cfg)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        for k, v in {"loss": float(loss.detach()), **terms}.items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    return {k: v / max(len(batches), 1) for k, v in sums.items()}
+
+
+def _pooled_data(split: Split, records: list[RecordBeats], config: TrainConfig) -> TrainData:
+    """Beat-sequence split of pooled records: 80:10:10 (random) or fold k (cv)."""
+    seqs = BeatSequences(records, seq_len=config.seq_len, horizons=tuple(config.horizons))
+    n = len(seqs)
+    perm = np.random.default_rng(split.seed).permutation(n)
+    part = np.empty(n, dtype=np.int64)  # 0 train, 1 validation, 2 test
+    if split.protocol == "random":
+        n_test, n_val = n // 10, n // 10
+        part[perm[:n_test]] = 2
+        part[perm[n_test : n_test + n_val]] = 1
+        part[perm[n_test + n_val :]] = 0
+    else:
+        fold_of = np.empty(n, dtype=np.int64)
+        fold_of[perm] = np.arange(n) % split.n_folds
+        part[:] = 0
+        part[fold_of == split.fold] = 2
+        val_fold = (split.fold + 1) % split.n_folds
+        # A tenth of the training sequences, taken from the next fold, serve early stopping.
+        nxt = np.flatnonzero(fold_of == val_fold)
+        part[nxt[: max(1, n // 10)]] = 1
+    beat_part = np.full(len(seqs.labels), -1, dtype=np.int64)
+    for s, p in zip(seqs.starts, part, strict=True):
+        beat_part[s : s + seqs.seq_len] = p
+    seqs.subset_starts(part == 0)  # fixed from now on: reshuffling would cross into held-out beats
+    offsets = np.concatenate(([0], np.cumsum([len(r) for r in records])))
+    val_mask = [beat_part[offsets[i] : offsets[i + 1]] == 1 for i in range(len(records))]
+    test_mask = [beat_part[offsets[i] : offsets[i + 1]] == 2 for i in range(len(records))]
+    return TrainData(split, seqs, records, records, val_mask, test_mask)

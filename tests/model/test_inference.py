@@ -1,0 +1,125 @@
+"""Batch and stateful inference agree; inputs are validated; the shipped weights work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.checkpoint import Checkpoint, save_checkpoint
+from model.cnn_lstm import ModelConfig
+from model.data import PreprocessConfig, inter_patient_split
+from model.inference import SHIPPED_WEIGHTS, BeatClassifier
+from model.registry import get_model
+from sigproc.beats import beat_windows, rr_features
+from sigproc.filters import StreamingFilter
+from sigproc.records import AAMI_CLASSES, load_record
+
+
+@pytest.fixture
+def classifier(tiny_config: ModelConfig, tmp_path: Path) -> BeatClassifier:
+    torch.manual_seed(0)
+    net = get_model("cnn_lstm", tiny_config)
+    pre = PreprocessConfig(fs=tiny_config.fs, window_s=tiny_config.n_window / tiny_config.fs)
+    path = save_checkpoint(
+        Checkpoint("cnn_lstm", tiny_config, pre, net.state_dict(), inter_patient_split()), tmp_path / "t.pt"
+    )
+    return BeatClassifier.load(path)
+
+
+def _inputs(n: int, leads: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((n, leads, w)), rng.uniform(0.5, 1.5, (n, 7))
+
+
+class TestPredict:
+    def test_basic(self, classifier: BeatClassifier) -> None:
+        x, rr = _inputs(11, 2, 40)
+        p = classifier.predict(x, rr)
+        assert p.class_probs.shape == (11, 5)
+        assert p.abnormal_prob.shape == (11,)
+        assert p.early_probs.shape == (11, 3, 5)
+        assert np.allclose(p.class_probs.sum(1), 1, atol=1e-5)
+        assert set(p.labels) <= set(AAMI_CLASSES)
+        assert p.resampled_from is None
+
+    def test_stream_matches_batch(self, classifier: BeatClassifier) -> None:
+        for leads in (2, 1):
+            x, rr = _inputs(11, leads, 40)  # longer than seq_len = 4: the sliding context is used
+            batch = classifier.predict(x, rr)
+            stream = classifier.stream(n_leads=leads)
+            got = [stream.push(x[i], rr[i]) for i in range(len(x))]
+            assert np.allclose(np.concatenate([g.class_probs for g in got]), batch.class_probs, atol=1e-6)
+            assert np.allclose(np.concatenate([g.abnormal_prob for g in got]), batch.abnormal_prob, atol=1e-6)
+            assert np.allclose(np.concatenate([g.early_probs for g in got]), batch.early_probs, atol=1e-6)
+
+    def test_resampled(self, classifier: BeatClassifier) -> None:
+        x, rr = _inputs(3, 1, 80)  # 120 Hz windows for a 60 Hz model
+        p = classifier.predict(x, rr, fs=120.0)
+        assert p.resampled_from == 120.0
+        assert p.class_probs.shape == (3, 5)
+
+    def test_exceptions(self, classifier: BeatClassifier) -> None:
+        x, rr = _inputs(3, 2, 40)
+        with pytest.raises(ValueError, match="has 3 leads"):
+            classifier.predict(np.zeros((3, 3, 40)), rr)
+        with pytest.raises(ValueError, match="41 samples per window; at fs=60 Hz"):
+            classifier.predict(np.zeros((3, 2, 41)), rr)
+        with pytest.raises(ValueError, match="pass `fs` if the rate differs"):
+            classifier.predict(np.zeros((3, 2, 80)), rr)
+        with pytest.raises(ValueError, match=r"`fs` must be positive"):
+            classifier.predict(x, rr, fs=-1.0)
+        with pytest.raises(ValueError, match=r"shape \(n_beats, 7\)"):
+            classifier.predict(x, rr[:, :5])
+        with pytest.raises(ValueError, match="2 rows for 3 beat windows"):
+            classifier.predict(x, rr[:2])
+        with pytest.raises(ValueError, match="must have shape"):
+            classifier.predict(np.zeros((2, 2, 2, 40)), rr)
+        x[0, 0, 0] = np.nan
+        with pytest.raises(ValueError, match="finite"):
+            classifier.predict(x, rr)
+        with pytest.raises(ValueError, match=r"shape \(1, n_window\)"):
+            classifier.stream(n_leads=1).push(np.zeros((2, 40)), rr[0])
+
+
+@pytest.mark.data
+class TestShippedWeights:
+    def _classify(
+        self, data_dir: Path, record: str, leads: int, seconds: float
+    ) -> tuple[list[str], list[str]]:
+        clf = BeatClassifier.load()
+        rec = load_record(record, data_dir=data_dir, sampto=round(seconds * 360))
+        x = rec.signal[:, :leads]
+        y = StreamingFilter.from_spec(clf.preprocess.filter_spec(), rec.fs, n_leads=leads).process(x)
+        assert rec.annotations is not None
+        ann = rec.annotations.beats()
+        keep = np.flatnonzero(ann.aami() != "")
+        peaks = ann.sample[keep]
+        bw = beat_windows(
+            y, peaks, rec.fs, window_s=clf.preprocess.window_s, pre_fraction=clf.preprocess.pre_fraction
+        )
+        pred = clf.predict(bw.windows, rr_features(peaks, rec.fs), fs=rec.fs)
+        assert pred.resampled_from == 360.0  # the model runs at 180 Hz
+        return pred.labels, list(ann.aami()[keep])
+
+    def test_normal_segment(self, data_dir: Path) -> None:
+        # Record 100 (DS2, not seen in training), first minute: sinus rhythm.
+        for leads in (2, 1):
+            labels, _ = self._classify(data_dir, "100", leads, 60.0)
+            assert max(set(labels), key=labels.count) == "N"
+
+    def test_ventricular_beats(self, data_dir: Path) -> None:
+        # Record 233 (DS2), first five minutes: frequent PVCs; most of them are found.
+        labels, ref = self._classify(data_dir, "233", 2, 300.0)
+        on_v = [p for p, r in zip(labels, ref, strict=True) if r == "V"]
+        assert len(on_v) > 50
+        assert max(set(on_v), key=on_v.count) == "V"
+
+    def test_metadata(self) -> None:
+        assert SHIPPED_WEIGHTS.exists()
+        assert SHIPPED_WEIGHTS.stat().st_size < 3_000_000
+        clf = BeatClassifier.load()
+        assert clf.checkpoint.split.protocol == "inter-patient"
+        assert not set(clf.checkpoint.split.train) & set(clf.checkpoint.split.test)

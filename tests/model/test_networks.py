@@ -1,0 +1,143 @@
+"""Every registered network: documented shapes, NaN-free, gradients reach every parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.cnn_lstm import CNNLSTM, LeadAttention, ModelConfig, dilation_for
+from model.registry import MODEL_ALIASES, get_model, list_models
+
+
+class TestRegistry:
+    def test_basic(self) -> None:
+        assert list_models() == ["cnn_lstm", "cnn", "lstm"]
+        assert isinstance(get_model("CNN+LSTM"), CNNLSTM)
+
+    def test_edge_cases(self) -> None:
+        for alias, name in MODEL_ALIASES.items():
+            assert type(get_model(alias)) is type(get_model(name))
+        assert get_model("cnn", hidden=16).config.hidden == 16
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(ValueError, match="unknown model 'resnet'"):
+            get_model("resnet")
+
+
+@pytest.mark.parametrize("name", list_models())
+class TestForward:
+    def test_shapes_and_finite(self, name: str, tiny_config: ModelConfig) -> None:
+        torch.manual_seed(0)
+        net = get_model(name, tiny_config)
+        x = torch.randn(3, 5, 2, tiny_config.n_window)  # (B, T, L, W)
+        rr = torch.rand(3, 5, 7) + 0.5  # (B, T, 7)
+        out = net(x, rr)
+        assert out.class_logits.shape == (3, 5, 5)
+        assert out.abnormal_logit.shape == (3, 5)
+        assert out.early_logits.shape == (3, 5, 3, 5)
+        for t in out:
+            assert torch.isfinite(t).all()
+
+    def test_gradients_flow(self, name: str, tiny_config: ModelConfig) -> None:
+        torch.manual_seed(0)
+        net = get_model(name, tiny_config)
+        out = net(torch.randn(2, 4, 2, tiny_config.n_window), torch.rand(2, 4, 7) + 0.5)
+        (out.class_logits.sum() + out.abnormal_logit.sum() + out.early_logits.sum()).backward()
+        for pname, p in net.named_parameters():
+            assert p.grad is not None, pname
+            assert torch.isfinite(p.grad).all(), pname
+            assert p.grad.abs().sum() > 0, pname
+
+    def test_single_lead_mask(self, name: str, tiny_config: ModelConfig) -> None:
+        torch.manual_seed(0)
+        net = get_model(name, tiny_config).eval()
+        x = torch.randn(2, 4, 2, tiny_config.n_window)
+        rr = torch.rand(2, 4, 7) + 0.5
+        mask = torch.tensor([[True, False]] * 2)
+        a = net(x, rr, mask).class_logits
+        x2 = x.clone()
+        x2[:, :, 1] = 1e3  # a masked lead cannot change the output
+        assert torch.allclose(a, net(x2, rr, mask).class_logits)
+
+    def test_causal(self, name: str, tiny_config: ModelConfig) -> None:
+        """Beat t's outputs do not depend on later beats (the LSTM is unidirectional)."""
+        torch.manual_seed(0)
+        net = get_model(name, tiny_config).eval()
+        x = torch.randn(1, 6, 2, tiny_config.n_window)
+        rr = torch.rand(1, 6, 7) + 0.5
+        a = net(x, rr).class_logits[:, :3]
+        x[:, 3:] = torch.randn(1, 3, 2, tiny_config.n_window)
+        rr[:, 3:] = 2.0
+        assert torch.allclose(a, net(x, rr).class_logits[:, :3])
+
+
+class TestPostRRSwitch:
+    def test_basic(self, tiny_config: ModelConfig) -> None:
+        """With ``use_post_rr=False`` the look-ahead columns are ignored."""
+        from dataclasses import replace
+
+        torch.manual_seed(0)
+        net = get_model("cnn_lstm", replace(tiny_config, use_post_rr=False)).eval()
+        x = torch.randn(1, 4, 2, tiny_config.n_window)
+        rr = torch.rand(1, 4, 7) + 0.5
+        a = net(x, rr).class_logits
+        rr[..., 1] = 9.0  # post_rr
+        rr[..., 6] = 9.0  # post_pre_ratio
+        assert torch.allclose(a, net(x, rr).class_logits)
+
+
+class TestDilation:
+    @pytest.mark.parametrize("fs", [180.0, 250.0, 360.0, 500.0])
+    def test_receptive_fields_in_seconds(self, fs: float) -> None:
+        k = 7
+        for dur in (0.08, 0.11, 0.20):
+            d = dilation_for(dur, fs, k)
+            rf_s = ((k - 1) * d + 1) / fs
+            assert abs(rf_s - dur) <= (k - 1) / (2 * fs) + 1e-9
+
+    def test_edge_cases(self) -> None:
+        assert dilation_for(0.001, 360.0, 7) == 1
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(ValueError, match="kernel_size"):
+            dilation_for(0.1, 360.0, 1)
+
+    def test_model_branches(self) -> None:
+        net = CNNLSTM(ModelConfig(fs=360.0, n_window=259))
+        enc = net.encoder
+        assert enc.dilations == tuple(dilation_for(s, 360.0, 7) for s in (0.11, 0.08, 0.20))
+        assert net.qrs_kernels().shape == (12, 1, 7)
+
+
+class TestLeadAttention:
+    def test_basic(self) -> None:
+        att = LeadAttention(2)
+        with torch.no_grad():
+            att.logits.copy_(torch.tensor([1.0, 0.0]))
+        a = att.weights()
+        assert torch.allclose(a.sum(), torch.tensor(1.0))
+        assert torch.allclose(a[0], torch.sigmoid(torch.tensor(1.0)))
+
+    def test_edge_cases(self) -> None:
+        att = LeadAttention(2)
+        x = torch.randn(1, 3, 2, 10)
+        fused = att(x, torch.tensor([[True, False]]))
+        assert torch.allclose(fused, x[:, :, 0])
+
+
+class TestFuse:
+    @pytest.mark.parametrize("name", ["cnn_lstm", "cnn"])
+    def test_basic(self, name: str, tiny_config: ModelConfig) -> None:
+        """Folding batch norms for inference changes nothing but speed."""
+        torch.manual_seed(0)
+        net = get_model(name, tiny_config)
+        x, rr = torch.randn(4, 3, 2, tiny_config.n_window), torch.rand(4, 3, 7) + 0.5
+        for _ in range(3):  # move the running statistics away from their initial values
+            net(x, rr)
+        net.eval()
+        plain = net(x, rr).class_logits
+        net.encoder.fuse()
+        assert net.encoder._fused is not None
+        assert torch.allclose(net(x, rr).class_logits, plain, atol=1e-5)
+        net.train()
+        assert net.encoder._fused is None
