@@ -13,28 +13,95 @@ References
    doi:10.18280/isi.300713
 """
 
-from model.baselines import CNNOnly, LSTMOnly
-from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from model.cnn_lstm import CNNLSTM, BeatSequenceModel, ModelConfig, ModelOutput
+from model.baselines import CNNOnly, LSTMOnly, RawBeatEncoder
+from model.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    Checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from model.cnn_lstm import (
+    CNNLSTM,
+    BeatSequenceModel,
+    LeadAttention,
+    ModelConfig,
+    ModelOutput,
+    MultiScaleBeatEncoder,
+    dilation_for,
+)
 from model.data import (
+    CAUSAL_RR_COLUMNS,
+    DEFAULT_VALIDATION_RECORDS,
+    NON_PACED_RECORDS,
     BeatSequences,
     PreprocessConfig,
     RecordBeats,
     Split,
+    beats_cache_dir,
     inter_patient_split,
     kfold_splits,
     load_record_beats,
+    load_records,
+    normalise_windows,
     random_split,
+    resample_windows,
+    rr_columns,
 )
-from model.evaluation import compare_models, evaluate_model
-from model.inference import SHIPPED_WEIGHTS, BeatClassifier, BeatPrediction, BeatStream
-from model.losses import LossConfig, total_loss
+from model.evaluation import (
+    EVAL_PROTOCOLS,
+    compare_models,
+    early_alarm_report,
+    evaluate_model,
+    markov_transitions,
+    paired_t_tests,
+    plot_confusion,
+    result_from_confusion,
+    summarise_runs,
+)
+from model.inference import (
+    SHIPPED_WEIGHTS,
+    BeatClassifier,
+    BeatPrediction,
+    BeatStream,
+    context_states,
+    predict_arrays,
+)
+from model.losses import (
+    LossConfig,
+    abnormal_loss,
+    class_weights_from_counts,
+    classification_loss,
+    early_alarm_loss,
+    l2_penalty,
+    morphology_regulariser,
+    temporal_consistency,
+    total_loss,
+)
 from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_metrics
-from model.registry import get_model, list_models
-from model.training import TrainConfig, grid_search, train
+from model.registry import MODEL_ALIASES, get_model, list_models
+from model.training import (
+    GRID,
+    PROTOCOLS,
+    TrainConfig,
+    TrainData,
+    grid_search,
+    make_data,
+    select_device,
+    train,
+)
 
 __all__ = [
+    "CAUSAL_RR_COLUMNS",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
     "CNNLSTM",
+    "DEFAULT_VALIDATION_RECORDS",
+    "EVAL_PROTOCOLS",
+    "GRID",
+    "MODEL_ALIASES",
+    "NON_PACED_RECORDS",
+    "PROTOCOLS",
     "SHIPPED_WEIGHTS",
     "BeatClassifier",
     "BeatPrediction",
@@ -44,28 +111,55 @@ __all__ = [
     "CNNOnly",
     "Checkpoint",
     "LSTMOnly",
+    "LeadAttention",
     "LossConfig",
     "ModelConfig",
     "ModelOutput",
+    "MultiScaleBeatEncoder",
     "PreprocessConfig",
+    "RawBeatEncoder",
     "RecordBeats",
     "Split",
     "TrainConfig",
+    "TrainData",
+    "abnormal_loss",
+    "beats_cache_dir",
     "class_metrics",
+    "class_weights_from_counts",
+    "classification_loss",
     "compare_models",
     "confusion_matrix",
+    "context_states",
+    "dilation_for",
+    "early_alarm_loss",
+    "early_alarm_report",
     "ec57_gross",
     "evaluate_model",
     "get_model",
     "grid_search",
     "inter_patient_split",
     "kfold_splits",
+    "l2_penalty",
     "list_models",
     "load_checkpoint",
     "load_record_beats",
+    "load_records",
+    "make_data",
+    "markov_transitions",
+    "morphology_regulariser",
+    "normalise_windows",
+    "paired_t_tests",
+    "plot_confusion",
+    "predict_arrays",
     "random_split",
+    "resample_windows",
+    "result_from_confusion",
+    "rr_columns",
     "save_checkpoint",
+    "select_device",
+    "summarise_runs",
     "summary_metrics",
+    "temporal_consistency",
     "total_loss",
     "train",
 ]
