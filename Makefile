@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 REPORTS ?= reports
 
-.PHONY: run qrs-report test lint typecheck pytest bench clean
+.PHONY: run qrs-report test lint typecheck pytest bench clean sysdeps
 
 run: $(STAMP)
 	$(BIN)/cardiac-monitor serve --demo
@@ -17,7 +17,16 @@ run: $(STAMP)
 qrs-report: $(STAMP)
 	$(BIN)/cardiac-monitor evaluate qrs --records all --peers --json $(REPORTS)/qrs.json --report $(REPORTS)/qrs.png
 
-test: $(STAMP) lint typecheck pytest
+test: sysdeps $(STAMP) lint typecheck pytest
+
+# Debian packages the browser tests need: headless Chromium and its driver.
+sysdeps:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing chromium and chromium-driver (Debian packages)"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

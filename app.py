@@ -176,6 +176,7 @@ _DATABASE_URL = click.option(
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", help="Interface to listen on.")
+@click.option("--port", default=8050, type=click.IntRange(0, 65535), help="Port of the dashboard.")
 @click.option(
     "--ingest-port", default=8765, type=click.IntRange(0, 65535), help="Port of /ingest, /live, /health."
 )
@@ -190,6 +191,7 @@ _DATABASE_URL = click.option(
 @_DATA_DIR
 def serve(
     host: str,
+    port: int,
     ingest_port: int,
     instance_dir: Path,
     database_url: str | None,
@@ -199,30 +201,93 @@ def serve(
     demo_speed: float,
     data_dir: Path | None,
 ) -> None:
-    """Run the ingest and live WebSocket server until SIGTERM (Ctrl-C)."""
-    import logging
+    """Run the dashboard and the ingest/live WebSocket server until SIGTERM (Ctrl-C).
 
+    The first user is created with `cardiac-monitor user add NAME --role admin`;
+    there is no default account.
+    """
+    import logging
+    import os
+    import secrets
+
+    from dashboard import create_app, run_dashboard
+    from ingest.pipeline import AnalysisProcessor
     from ingest.server import ServeOptions, run_server
     from sigproc.records import MITDB_RECORDS
+    from storage import Database, upgrade
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is noise
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     instance_dir.mkdir(parents=True, exist_ok=True)
     records = tuple(_records_option(demo_records, MITDB_RECORDS, "mitdb")) if demo else ()
+    # One secret signs the dashboard's short-lived /live tokens and verifies them in
+    # the ingest server; without one in the environment, a fresh one per run.
+    live_secret = os.environ.get("CARDIAC_MONITOR_LIVE_SECRET") or secrets.token_urlsafe(32)
+    wildcard = host in ("0.0.0.0", "::", "")
+    live_url = f"ws://{'{host}' if wildcard else host}:{ingest_port}/live"
+
+    db = Database()
+    db.init(database_url, instance_path=instance_dir)
+    upgrade(db.engine)
+    dash_app = create_app(database=db, instance_path=instance_dir, live_url=live_url, live_secret=live_secret)
+    web = run_dashboard(dash_app, host=host, port=port)
     options = ServeOptions(
         host=host,
         port=ingest_port,
         database_url=database_url,
         instance_path=instance_dir,
+        live_secret=live_secret,
         redis_url=redis_url,
+        migrate=False,
         demo_records=records,
         demo_speed=demo_speed,
         data_dir=data_dir,
+        processor=AnalysisProcessor(db),  # R peaks, CNN-LSTM beats, HR, quality, alarms
     )
-    click.echo(
-        f"ingest server on ws://{host}:{ingest_port} (/ingest, /live, /health); state in {instance_dir}"
-    )
-    run_server(options)
+    click.echo(f"dashboard on {web.url} ; ingest on ws://{host}:{ingest_port} ; state in {instance_dir}")
+    try:
+        run_server(options)
+    finally:
+        web.shutdown()
+        db.dispose()
+
+
+@cli.group()
+def user() -> None:
+    """Manage dashboard users (there is no default account)."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "clinician", "caregiver"]), required=True)
+@click.option("--display-name", default="", help="Name shown in the dashboard.")
+@click.password_option(help="At least 10 characters; prompted (hidden, twice) when not given.")
+@_INSTANCE_DIR
+@_DATABASE_URL
+def user_add(
+    username: str,
+    role: str,
+    display_name: str,
+    password: str,
+    instance_dir: Path,
+    database_url: str | None,
+) -> None:
+    """Create a user; the password is stored only as an argon2 hash."""
+    from dashboard import AuthError, create_user
+    from storage import Database, upgrade
+
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    db = Database()
+    db.init(database_url, instance_path=instance_dir)
+    try:
+        upgrade(db.engine)
+        user_id = create_user(db, username, password, role, display_name=display_name, actor="cli")
+    except AuthError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.dispose()
+    click.echo(f"created {role} {username!r} (id {user_id})")
 
 
 @cli.command()
@@ -447,6 +512,42 @@ def evaluate_model_cmd(
         )
     click.echo(json.dumps({k: result[k] for k in ("protocol", "accuracy", "macro_f1") if k in result}))
     click.echo(f"wrote {json_path}")
+
+
+# bench -----------------------------------------------------------------------
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print JSON (never part of the test run)."""
+
+
+@bench.command("ingest")
+@click.option("--streams", default=10, type=click.IntRange(min=1), help="Concurrent replay devices.")
+@click.option(
+    "--seconds", default=60.0, type=click.FloatRange(min=5.0), help="Seconds of real-time streaming."
+)
+@click.option(
+    "--workers", default=0, type=click.IntRange(min=0), help="Analysis worker processes (0: in-server)."
+)
+@click.option("--display-only", is_flag=True, help="Measure ingest and display without beat analysis.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@_DATA_DIR
+def bench_ingest(
+    streams: int,
+    seconds: float,
+    workers: int,
+    display_only: bool,
+    json_path: Path | None,
+    data_dir: Path | None,
+) -> None:
+    """Load test: N real-time MIT-BIH devices; samples lost, beat latency to /live, CPU, memory."""
+    from ingest.bench import run_ingest_bench
+
+    result = run_ingest_bench(
+        streams, seconds, json_path, data_dir=data_dir, analysis=not display_only, workers=workers
+    )
+    click.echo(json.dumps(result))
 
 
 # Internals -------------------------------------------------------------------

@@ -4,10 +4,20 @@
 rate limiting and sequencing) and :mod:`ingest.alarms` the alarm rules.
 :mod:`ingest.server` serves ``/ingest``, ``/live`` and ``/health``;
 :mod:`ingest.processing` is the hook that turns stored samples into live
-events, :mod:`ingest.fanout` carries them to browsers (in memory or via
-Redis), :mod:`ingest.live_tokens` signs the browsers' tokens, and
-:mod:`ingest.replay` streams MIT-BIH records as devices.
+events and :mod:`ingest.pipeline` the analysis behind it (R peaks, batched
+beat classification, heart rate, signal quality, alarms);
+:mod:`ingest.bench` measures it under load; :mod:`ingest.fanout` carries
+them to browsers (in memory or via Redis), :mod:`ingest.live_tokens` signs
+the browsers' tokens, and :mod:`ingest.replay` streams MIT-BIH records as
+devices.
+
+The analysis names (:mod:`ingest.pipeline`, :mod:`ingest.bench`) load on
+first use: they import torch, which the dashboard, importing
+:mod:`ingest.live_tokens`, must not pull in.
 """
+
+import importlib
+from typing import Any
 
 from ingest.alarms import (
     AlarmChange,
@@ -135,6 +145,7 @@ from ingest.server import (
 )
 
 __all__ = [
+    "BENCH_KEYS",
     "BINARY_HEADER",
     "BINARY_MAGIC",
     "DEFAULT_LIMITS",
@@ -146,12 +157,14 @@ __all__ = [
     "REPLAY_FIRMWARE_PREFIX",
     "SIMULATED_SENSOR_PREFIX",
     "Ack",
+    "Agreement",
     "AlarmChange",
     "AlarmEngine",
     "AlarmKind",
     "AlarmLimits",
     "AlarmNotFoundError",
     "AlarmSnapshot",
+    "AnalysisProcessor",
     "AuthenticationError",
     "BeatEvent",
     "ChangeKind",
@@ -183,6 +196,8 @@ __all__ = [
     "LiveUnauthorizedError",
     "MalformedFrameError",
     "MalformedLiveRequestError",
+    "OfflineBeats",
+    "PipelineConfig",
     "ProtocolError",
     "ProtocolLimits",
     "RateLimitedError",
@@ -199,6 +214,7 @@ __all__ = [
     "SequenceError",
     "SequenceTracker",
     "ServeOptions",
+    "ShardedAnalysisProcessor",
     "SlowSubscriberError",
     "StorageUnavailableError",
     "StoredBlock",
@@ -215,6 +231,7 @@ __all__ = [
     "central_topic",
     "check_resume",
     "check_samples",
+    "classify_offline",
     "encode_binary_samples",
     "encode_text_frame",
     "ensure_replay_devices",
@@ -222,6 +239,7 @@ __all__ = [
     "ingest_url",
     "is_replay_hello",
     "issue_live_token",
+    "live_agreement",
     "live_secret_key",
     "live_topics",
     "load_replay_signal",
@@ -230,6 +248,7 @@ __all__ = [
     "parse_text_frame",
     "patient_topic",
     "replay_device_id",
+    "replay_offline",
     "resolve_records",
     "rule_asystole",
     "rule_early_warning",
@@ -239,6 +258,7 @@ __all__ = [
     "rule_supraventricular_run",
     "rule_temperature",
     "rule_ventricular_tachycardia",
+    "run_ingest_bench",
     "run_replay",
     "run_server",
     "scale_noise",
@@ -246,3 +266,25 @@ __all__ = [
     "simulated_sensors",
     "verify_live_token",
 ]
+
+#: Names that load their module (and torch) on first access.
+_LAZY: dict[str, str] = {
+    "BENCH_KEYS": "ingest.bench",
+    "run_ingest_bench": "ingest.bench",
+    "Agreement": "ingest.pipeline",
+    "AnalysisProcessor": "ingest.pipeline",
+    "OfflineBeats": "ingest.pipeline",
+    "PipelineConfig": "ingest.pipeline",
+    "ShardedAnalysisProcessor": "ingest.pipeline",
+    "classify_offline": "ingest.pipeline",
+    "live_agreement": "ingest.pipeline",
+    "replay_offline": "ingest.pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the analysis names on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ingest' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -103,7 +103,7 @@ class TestServeAndReplayCli:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         instance = tmp_path / "instance"
-        cmd = [sys.executable, "-m", "app", "serve", "--ingest-port", str(port)]
+        cmd = [sys.executable, "-m", "app", "serve", "--ingest-port", str(port), "--port", "0"]
         server = subprocess.Popen(
             [*cmd, "--instance-dir", str(instance)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -147,3 +147,33 @@ class TestTrainCli:
             main(["train", "--validation-records", "100", "--epochs", "1", "--out", str(tmp_path / "x.pt")])
         assert exc.value.code == 2
         assert "must come from DS1" in capsys.readouterr().err
+
+
+class TestUserCli:
+    def test_basic(self, tmp_path: Path) -> None:
+        args = ["user", "add", "alice", "--role", "admin", "--instance-dir", str(tmp_path)]
+        result = CliRunner().invoke(cli, args, input="correct horse battery\ncorrect horse battery\n")
+        assert result.exit_code == 0, result.output
+        assert "created admin 'alice'" in result.output
+        from storage import Database, User
+
+        db = Database()
+        db.init(None, instance_path=tmp_path)
+        try:
+            with db.session() as session:
+                stored = session.query(User).filter_by(username="alice").one()
+                assert stored.password_hash.startswith("$argon2")
+                assert "correct horse" not in stored.password_hash
+        finally:
+            db.dispose()
+
+    def test_exceptions(self, tmp_path: Path) -> None:
+        base = ["user", "add", "bob", "--role", "clinician", "--instance-dir", str(tmp_path)]
+        short = CliRunner().invoke(cli, [*base, "--password", "short"])
+        assert short.exit_code == 1
+        assert "10 characters" in short.output
+        env = {"CARDIAC_USER_ADD_PASSWORD": "a long enough secret"}
+        assert CliRunner().invoke(cli, base, env=env).exit_code == 0
+        again = CliRunner().invoke(cli, base, env=env)
+        assert again.exit_code == 1
+        assert "bob" in again.output

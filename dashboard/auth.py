@@ -1,0 +1,296 @@
+"""Authentication: argon2 password hashes, users, login throttling, the session user.
+
+The pure parts (hashing, :class:`LoginThrottle`, :func:`is_user_activity`)
+are plain functions and classes that the unit tests call directly; the
+Flask wiring (login page, guard, CSRF, cookies) lives in
+:mod:`dashboard.security`, which :func:`dashboard.create_app` installs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from flask_login import UserMixin
+from sqlalchemy import func, select
+
+from storage import Database, Role, User, append_audit
+
+__all__ = [
+    "MIN_PASSWORD_CHARS",
+    "AuthError",
+    "LoginThrottle",
+    "SessionUser",
+    "authenticate",
+    "create_user",
+    "hash_password",
+    "is_user_activity",
+    "load_session_user",
+    "verify_password",
+]
+
+#: Shortest password :func:`create_user` accepts.
+MIN_PASSWORD_CHARS = 10
+
+# One hasher for the process: argon2id with the library's (RFC 9106 low-memory) defaults.
+_HASHER = PasswordHasher()
+
+# A hash of a random string: verifying against it when the user does not exist
+# makes a failed login take as long for unknown and known usernames.
+_DUMMY_HASH = _HASHER.hash("no such user: constant-time padding")
+
+
+class AuthError(ValueError):
+    """A user could not be created (bad name, weak password, taken name)."""
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with argon2id (salted, self-describing PHC string).
+
+    Raises
+    ------
+    AuthError
+        If ``password`` is shorter than :data:`MIN_PASSWORD_CHARS`.
+
+    Examples
+    --------
+    >>> verify_password(hash_password("correct horse battery"), "correct horse battery")
+    True
+    """
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise AuthError(f"`password` must have at least {MIN_PASSWORD_CHARS} characters, got {len(password)}")
+    return _HASHER.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash``; malformed hashes never match."""
+    try:
+        return _HASHER.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def create_user(
+    db: Database,
+    username: str,
+    password: str,
+    role: Role | str,
+    *,
+    display_name: str = "",
+    actor: str = "cli",
+) -> int:
+    """Create a user with an argon2 hash of ``password`` (the CLI's ``user add``).
+
+    Parameters
+    ----------
+    db : Database
+        Initialised database.
+    username : str
+        1-64 printable characters without spaces; unique, case-insensitive.
+    password : str
+        At least :data:`MIN_PASSWORD_CHARS` characters; only its hash is stored.
+    role : Role or {"admin", "clinician", "caregiver"}
+        What the user may do.
+    display_name : str
+        Shown in the dashboard (default: the username).
+    actor : str
+        Who creates the user, for the audit log (``"cli"``, ``"user:1"``).
+
+    Returns
+    -------
+    int
+        The new user's id.
+
+    Raises
+    ------
+    AuthError
+        For an invalid or taken username, a weak password or an unknown role.
+    """
+    name = username.strip()
+    if not (1 <= len(name) <= 64) or not name.isprintable() or " " in name:
+        raise AuthError(f"`username` must be 1-64 printable characters without spaces, got {username!r}")
+    try:
+        chosen = Role(role)
+    except ValueError as exc:
+        raise AuthError(f"`role` must be one of {[r.value for r in Role]}, got {role!r}") from exc
+    password_hash = hash_password(password)
+    with db.session() as session:
+        taken = session.scalar(select(User.id).where(func.lower(User.username) == name.lower()))
+        if taken is not None:
+            raise AuthError(f"the username {name!r} is taken")
+        user = User(
+            username=name, display_name=display_name or name, password_hash=password_hash, role=chosen
+        )
+        session.add(user)
+        session.flush()
+        append_audit(session, actor, "user.create", target=f"user:{user.id}", details={"role": chosen.value})
+        return user.id
+
+
+@dataclass(frozen=True)
+class SessionUser(UserMixin):
+    """The logged-in user as Flask-Login sees it: plain values, no ORM object.
+
+    Attributes
+    ----------
+    id : int
+        The user's id (Flask-Login stores it in the session).
+    username, display_name : str
+        Names.
+    role : Role
+        Checked on the server for every action.
+    """
+
+    id: int
+    username: str
+    display_name: str
+    role: Role
+
+    def get_id(self) -> str:
+        """The id as text, for Flask-Login's session cookie."""
+        return str(self.id)
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this user."""
+        return f"user:{self.id}"
+
+
+def load_session_user(db: Database, user_id: str) -> SessionUser | None:
+    """The active user with id ``user_id`` (a session's text id), or ``None``."""
+    if not user_id.isdigit():
+        return None
+    with db.session() as session:
+        user = session.get(User, int(user_id))
+        if user is None or not user.is_active:
+            return None
+        return SessionUser(user.id, user.username, user.display_name, Role(user.role))
+
+
+@dataclass
+class LoginThrottle:
+    """Refuse logins for a key (username or address) after repeated failures.
+
+    After ``max_failures`` failures within ``window_s`` seconds, the key is
+    locked for ``lockout_s`` seconds; a success clears its failures. State is
+    in memory, per process (see the module notes for several processes).
+
+    Examples
+    --------
+    >>> throttle = LoginThrottle(max_failures=2, window_s=60, lockout_s=30, clock=lambda: 0.0)
+    >>> throttle.failure("alice")
+    >>> throttle.failure("alice")
+    >>> throttle.locked("alice")
+    True
+    """
+
+    max_failures: int = 5
+    window_s: float = 900.0
+    lockout_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, deque[float]] = field(default_factory=dict, repr=False)
+    _locked_until: dict[str, float] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_failures < 1:
+            raise ValueError(f"`max_failures` must be at least 1, got {self.max_failures}")
+        if self.window_s <= 0 or self.lockout_s <= 0:
+            raise ValueError(
+                f"`window_s` and `lockout_s` must be positive, got {self.window_s} and {self.lockout_s}"
+            )
+
+    def locked(self, *keys: str) -> bool:
+        """Whether any of ``keys`` is locked now."""
+        now = self.clock()
+        with self._lock:
+            return any(self._locked_until.get(key, -1.0) > now for key in keys)
+
+    def failure(self, *keys: str) -> None:
+        """Count a failed login against each key; lock those over the limit."""
+        now = self.clock()
+        with self._lock:
+            for key in keys:
+                times = self._failures.setdefault(key, deque())
+                times.append(now)
+                while times and times[0] <= now - self.window_s:
+                    times.popleft()
+                if len(times) >= self.max_failures:
+                    self._locked_until[key] = now + self.lockout_s
+                    times.clear()
+
+    def success(self, *keys: str) -> None:
+        """Forget the failures of ``keys`` after a successful login."""
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+                self._locked_until.pop(key, None)
+
+
+def authenticate(
+    db: Database, username: str, password: str, *, throttle: LoginThrottle, remote: str
+) -> tuple[SessionUser | None, str]:
+    """Check a login attempt, throttle and audit it.
+
+    Parameters
+    ----------
+    db : Database
+        Where the users are.
+    username, password : str
+        What the form sent.
+    throttle : LoginThrottle
+        Failure counter, keyed by username and by remote address.
+    remote : str
+        Client address, for throttling and the audit log.
+
+    Returns
+    -------
+    (SessionUser or None, str)
+        The user on success, and a message for the login page (the same for
+        unknown users and wrong passwords).
+    """
+    name = username.strip()
+    keys = (f"user:{name.lower()}", f"addr:{remote}")
+    if throttle.locked(*keys):
+        _audit(db, "anonymous", "auth.login_throttled", {"username": name[:64], "remote": remote})
+        return None, "Too many failed attempts. Try again in a few minutes."
+    with db.session() as session:
+        user = session.scalar(select(User).where(func.lower(User.username) == name.lower()))
+        stored = user.password_hash if user is not None and user.is_active else _DUMMY_HASH
+        ok = verify_password(stored, password) and user is not None and user.is_active
+        if not ok or user is None:
+            append_audit(
+                session, "anonymous", "auth.login_failed", details={"username": name[:64], "remote": remote}
+            )
+            throttle.failure(*keys)
+            return None, "Wrong username or password."
+        if _HASHER.check_needs_rehash(user.password_hash):
+            user.password_hash = _HASHER.hash(password)
+        append_audit(session, f"user:{user.id}", "auth.login", details={"remote": remote})
+        found = SessionUser(user.id, user.username, user.display_name, Role(user.role))
+    throttle.success(*keys)
+    return found, ""
+
+
+def is_user_activity(path: str, payload: Mapping[str, Any] | None) -> bool:
+    """Whether a request is the user's doing, for the idle timeout.
+
+    Page loads and callbacks that a person triggers count; callbacks fired
+    only by ``dcc.Interval`` timers (``*.n_intervals``) do not, so a screen
+    left open does not keep its session alive for ever.
+    """
+    if not path.startswith("/_dash-update-component"):
+        return True
+    changed = (payload or {}).get("changedPropIds") or []
+    return not changed or any(not str(prop).endswith(".n_intervals") for prop in changed)
+
+
+def _audit(db: Database, actor: str, action: str, details: Mapping[str, Any]) -> None:
+    with db.session() as session:
+        append_audit(session, actor, action, details=details)

@@ -1,0 +1,276 @@
+"""Reusable pieces of layout: navigation, tiles, alarm badges and tables, the login page.
+
+Functions here build Dash components from plain values (the dataclasses of
+:mod:`dashboard.queries`); they read no database and no request, so the
+unit tests call them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import dash_bootstrap_components as dbc
+from dash import dcc, html
+
+from dashboard.access import can_acknowledge, can_administer
+from dashboard.figures import alarm_style, beat_summary, format_age, format_value, is_stale
+
+__all__ = [
+    "EMPTY_PATIENTS",
+    "LOGIN_PAGE",
+    "ack_note_input",
+    "alarm_badge",
+    "alarm_table",
+    "attrs",
+    "empty_state",
+    "navbar",
+    "patient_tile",
+    "vital_tile",
+]
+
+#: What the central station says when there is nobody to show.
+EMPTY_PATIENTS = (
+    "No patients yet: start a replay with `cardiac-monitor serve --demo 100,208` "
+    "or `cardiac-monitor replay 100`, or ask an administrator to assign patients to you."
+)
+
+#: The login page (a plain Flask page, so it works without the Dash bundles).
+LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in · Cardiac Monitor</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;
+background:#0b0f14;color:#e8edf2;font:18px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif}
+form{background:#151b23;padding:2rem 2.2rem;border-radius:10px;min-width:320px;
+box-shadow:0 8px 30px rgba(0,0,0,.5)}
+h1{font-size:1.5rem;margin:0 0 1.2rem}h1 span{color:#e0001b}
+label{display:block;margin:.8rem 0 .3rem;font-size:.95rem;color:#aab6c3}
+input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.6rem .7rem;font-size:1.05rem;
+border-radius:6px;border:1px solid #3a4654;background:#0b0f14;color:#e8edf2}
+input:focus,button:focus{outline:3px solid #4da3ff;outline-offset:2px}
+button{margin-top:1.4rem;width:100%;padding:.7rem;font-size:1.05rem;border:0;border-radius:6px;
+background:#1f6feb;color:#fff;cursor:pointer}
+.error{margin-top:1rem;color:#ff8a8a}
+</style></head>
+<body><form method="post" id="login-form" autocomplete="off">
+<h1><span>&#9829;</span> Cardiac Monitor</h1>
+{{ form.csrf_token }}
+<label for="username">Username</label>{{ form.username(id="username", autofocus=true) }}
+<label for="password">Password</label>{{ form.password(id="password") }}
+<button type="submit" id="login-button">Sign in</button>
+{% if message %}<div class="error" id="login-error" role="alert">{{ message }}</div>{% endif %}
+</form></body></html>"""
+
+
+def attrs(**values: str) -> dict[str, Any]:
+    """``data-*`` and ``aria-*`` attributes for Dash components (``data_patient`` -> ``data-patient``)."""
+    return {key.replace("_", "-"): value for key, value in values.items()}
+
+
+def navbar(user: Any | None, csrf_token: str = "") -> html.Header:
+    """The top bar: links by role, theme and sound switches, the user, logout (a CSRF-protected POST)."""
+    links = [("Central station", "/"), ("Alarms", "/alarms"), ("History", "/history")]
+    if user is not None and can_administer(user.role):
+        links.append(("Admin", "/admin"))
+    who = f"{user.display_name} · {user.role}" if user is not None else ""
+    return html.Header(
+        [
+            html.Div([html.Span("♥", className="cm-logo"), " Cardiac Monitor"], className="cm-brand"),
+            html.Nav(
+                [dcc.Link(text, href=href, className="cm-navlink") for text, href in links],
+                className="cm-nav",
+            ),
+            html.Div(
+                [
+                    html.Button(
+                        "Sound off",
+                        id="cm-sound-toggle",
+                        className="btn btn-outline",
+                        title="Enable audible alarms",
+                        **attrs(data_sound="off"),
+                    ),
+                    html.Button(
+                        "Light",
+                        id="cm-theme-toggle",
+                        className="btn btn-outline",
+                        title="Switch between dark and light theme",
+                    ),
+                    html.Span(who, id="cm-user", className="cm-user"),
+                    html.Form(
+                        [
+                            dcc.Input(type="hidden", name="csrf_token", value=csrf_token, id="logout-csrf"),
+                            html.Button(
+                                "Log out", type="submit", id="logout-button", className="btn btn-outline"
+                            ),
+                        ],
+                        method="post",
+                        action="/logout",
+                        id="logout-form",
+                    ),
+                ],
+                className="cm-tools",
+            ),
+        ],
+        className="cm-navbar",
+    )
+
+
+def ack_note_input(role: str) -> dcc.Input:
+    """The optional note of an acknowledgement; hidden (but present) for roles that cannot acknowledge."""
+    return dcc.Input(
+        id="ack-note",
+        type="text",
+        placeholder="Note for the acknowledgement (optional)",
+        className="form-control cm-note",
+        maxLength=500,
+        style=None if can_acknowledge(role) else {"display": "none"},
+    )
+
+
+def empty_state(text: str) -> html.Div:
+    """A friendly placeholder for an empty list."""
+    return html.Div(text, className="cm-empty", role="status")
+
+
+def alarm_badge(priority: str, text: str, *, acknowledged: bool = False) -> html.Span:
+    """An alarm with its IEC 60601-1-8 colour and marker (high ones flash until acknowledged)."""
+    style = alarm_style(priority)
+    classes = f"cm-alarm {style.css_class}" + (" acknowledged" if acknowledged else "")
+    return html.Span(
+        [html.B(style.marker), " ", text], className=classes, **attrs(data_alarm_priority=str(priority))
+    )
+
+
+def vital_tile(
+    label: str, value: str, unit: str, *, tooltip: str = "", element_id: str | None = None
+) -> html.Div:
+    """A big, readable vital-sign number with its label and unit."""
+    props: dict[str, Any] = {"className": "cm-vital", "title": tooltip}
+    if element_id is not None:
+        props["id"] = element_id
+    return html.Div(
+        [
+            html.Div(label, className="cm-vital-label"),
+            html.Div(value, className="cm-vital-value"),
+            html.Div(unit, className="cm-vital-unit"),
+        ],
+        **props,
+    )
+
+
+def patient_tile(tile: Any, now: datetime) -> html.A:
+    """A central-station tile (:class:`dashboard.queries.PatientTile`)."""
+    stale = is_stale(tile.last_seen, now)
+    age = (now - tile.last_seen).total_seconds() if tile.last_seen is not None else None
+    header = [html.Span(tile.name, className="cm-tile-name")]
+    if tile.replay:
+        header.append(
+            html.Span("REPLAY", className="cm-tag", title="A replayed recording, not a live patient")
+        )
+    alarm = (
+        alarm_badge(
+            tile.top_alarm.priority, tile.top_alarm.kind, acknowledged=tile.top_alarm.state == "acknowledged"
+        )
+        if tile.top_alarm is not None
+        else html.Span("no active alarm", className="cm-muted")
+    )
+    device = tile.device or "no device"
+    if tile.battery is not None:
+        device += f" · battery {tile.battery:.0f}%"
+    return html.A(
+        [
+            html.Div(header, className="cm-tile-head"),
+            html.Canvas(
+                className="cm-mini", width=320, height=60, **attrs(data_mini_patient=str(tile.patient_id))
+            ),
+            html.Div(
+                [
+                    vital_tile(
+                        "HR",
+                        format_value(tile.hr),
+                        "bpm",
+                        tooltip="Heart rate from the ECG: mean of the RR intervals over the last beats",
+                    ),
+                    vital_tile("SpO2", format_value(tile.spo2), "%"),
+                    vital_tile("Temp", format_value(tile.temperature, 1), "°C"),
+                ],
+                className="cm-vitals",
+            ),
+            html.Div(beat_summary(tile.beat_counts), className="cm-beats", title="Beats in the last minute"),
+            html.Div(alarm, className="cm-tile-alarm"),
+            html.Div(
+                [
+                    html.Span(device),
+                    html.Span(("stale · " if stale else "") + format_age(age), className="cm-age"),
+                ],
+                className="cm-tile-foot",
+            ),
+        ],
+        href=f"/patient/{tile.patient_id}",
+        className="cm-tile" + (" stale" if stale else ""),
+        id=f"tile-{tile.patient_id}",
+        **attrs(data_patient=str(tile.patient_id)),
+    )
+
+
+def alarm_table(rows: Sequence[Any], role: str, *, show_patient: bool = True) -> html.Div:
+    """Alarms (:class:`dashboard.queries.AlarmRow`) with acknowledge controls for clinicians.
+
+    The acknowledge buttons carry pattern-matching ids ``{"type": "ack",
+    "alarm": id}``; the server checks the role again when one is pressed.
+    """
+    if not rows:
+        return empty_state("No alarms match.")
+    ack = can_acknowledge(role)
+    head = [
+        "Priority",
+        *(["Patient"] if show_patient else []),
+        "Alarm",
+        "Started",
+        "State",
+        "Acknowledged",
+        "",
+    ]
+    body = []
+    for row in rows:
+        actions: list[Any] = [
+            dbc.Button(
+                "Strip",
+                id={"type": "strip", "alarm": row.id},
+                size="sm",
+                className="btn btn-outline",
+                n_clicks=0,
+            )
+        ]
+        if ack and row.state == "active":
+            actions.insert(
+                0,
+                dbc.Button(
+                    "Acknowledge",
+                    id={"type": "ack", "alarm": row.id},
+                    size="sm",
+                    className="btn btn-ack",
+                    n_clicks=0,
+                ),
+            )
+        acked = f"{row.acknowledged_by} {row.acknowledged_at:%H:%M:%S}" if row.acknowledged_at else ""
+        cells: list[Any] = [
+            alarm_badge(row.priority, row.priority, acknowledged=row.state != "active"),
+            *([dcc.Link(row.patient_name, href=f"/patient/{row.patient_id}")] if show_patient else []),
+            f"{row.kind} {row.detail}".strip(),
+            f"{row.started_at:%Y-%m-%d %H:%M:%S}",
+            html.Span(row.state, className=f"cm-state cm-state-{row.state}"),
+            acked,
+            html.Div(actions, className="cm-actions"),
+        ]
+        body.append(
+            html.Tr([html.Td(c) for c in cells], id=f"alarm-row-{row.id}", **attrs(data_state=str(row.state)))
+        )
+    return html.Div(
+        html.Table(
+            [html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(body)], className="table cm-table"
+        ),
+        className="cm-table-wrap",
+    )

@@ -1,0 +1,367 @@
+"""The application factory: Dash on a hardened Flask server, and its WSGI runner.
+
+Nothing happens at import time. :func:`create_app` builds a new Flask server
+and Dash app each call; configuration layers defaults, then the environment
+(``CARDIAC_MONITOR_*``), then the caller's overrides.
+
+Security on the server side, for every route (pages, ``/_dash-*`` callback
+and layout routes, ``/assets``, component bundles, downloads):
+
+* a ``before_request`` guard: no valid session, no data. HTML page requests
+  are redirected to ``/login``; everything else gets ``401``;
+* idle timeout: a session without user activity (timer callbacks do not
+  count, see :func:`dashboard.auth.is_user_activity`) for
+  ``IDLE_TIMEOUT_S`` is ended;
+* CSRF (Flask-WTF) on the login form and on every POST, including Dash
+  callbacks: the renderer sends the ``_csrf_token`` cookie back as the
+  ``X-CSRFToken`` header;
+* session cookies HttpOnly and SameSite=Lax (``Secure`` with
+  ``SESSION_COOKIE_SECURE``); the session is cleared on login and logout;
+* login throttling per username and per address; logins, failures,
+  logouts, acknowledgements and exports are written to the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import dash
+import flask
+from dash import _callback, dcc, html
+from flask.typing import ResponseReturnValue
+from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFProtect, generate_csrf
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Response
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from dashboard import components
+from dashboard.access import visible_patients
+from dashboard.auth import LoginThrottle, SessionUser, authenticate, is_user_activity, load_session_user
+from ingest.live_tokens import issue_live_token, live_secret_key
+from storage import Database, append_audit
+
+__all__ = ["ASSETS_FOLDER", "DashboardServer", "create_app", "run_dashboard"]
+
+logger = logging.getLogger(__name__)
+
+#: The top-level ``assets/`` folder: CSS (ECG paper, alarm colours, themes) and ``live.js``.
+ASSETS_FOLDER = Path(__file__).resolve().parent.parent / "assets"
+
+#: Environment variables read by :func:`create_app`.
+SECRET_KEY_ENV = "CARDIAC_MONITOR_SECRET_KEY"
+LIVE_SECRET_ENV = "CARDIAC_MONITOR_LIVE_SECRET"
+LIVE_URL_ENV = "CARDIAC_MONITOR_LIVE_URL"
+
+_DEFAULTS: dict[str, Any] = {
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_SECURE": False,  # True behind TLS; the embedded default is plain HTTP on localhost
+    "SESSION_COOKIE_NAME": "cm_session",
+    "REMEMBER_COOKIE_DURATION": 0,
+    "PERMANENT_SESSION_LIFETIME": 12 * 3600,
+    "WTF_CSRF_TIME_LIMIT": None,  # valid for the session, which the idle timeout bounds
+    "IDLE_TIMEOUT_S": 15 * 60,
+    "LIVE_TOKEN_TTL_S": 60.0,
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_WINDOW_S": 15 * 60,
+    "LOGIN_LOCKOUT_S": 5 * 60,
+    "TILE_REFRESH_MS": 2000,
+    "EXTERNAL_STYLESHEETS": [],
+}
+
+# Requests that need no session: the login page itself and its tiny favicon.
+_PUBLIC_PATHS = frozenset({"/login", "/favicon.ico"})
+
+
+def create_app(
+    *,
+    database: Database,
+    secret_key: str | None = None,
+    instance_path: str | Path | None = None,
+    live_url: str | None = None,
+    live_secret: str | bytes | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> dash.Dash:
+    """Build the dashboard: a Dash app (pages API) on a hardened Flask server.
+
+    Parameters
+    ----------
+    database : Database
+        Initialised, migrated database shared with the ingest server.
+    secret_key : str, optional
+        Flask session key. Default ``$CARDIAC_MONITOR_SECRET_KEY``, else a
+        random key generated once and kept in ``instance_path/secret_key``.
+    instance_path : path, optional
+        Instance folder (default ``./instance``).
+    live_url : str, optional
+        ``ws(s)://host:port/live`` of the ingest server, as the browser
+        reaches it. Default ``$CARDIAC_MONITOR_LIVE_URL``; without it the
+        live views say that live data is not configured.
+    live_secret : str or bytes, optional
+        Secret shared with the ingest server for ``/live`` tokens. Default
+        ``$CARDIAC_MONITOR_LIVE_SECRET``.
+    config : mapping, optional
+        Flask config overrides (tests: ``IDLE_TIMEOUT_S``, ``LOGIN_*``, ...).
+
+    Returns
+    -------
+    dash.Dash
+        ``app.server`` is the Flask app to serve with any WSGI server.
+    """
+    folder = Path(instance_path if instance_path is not None else Path.cwd() / "instance").resolve()
+    server = flask.Flask("dashboard", instance_path=str(folder))
+    server.config.update(_DEFAULTS)
+    server.config.update(
+        SECRET_KEY=secret_key or os.environ.get(SECRET_KEY_ENV) or _instance_secret(folder),
+        LIVE_URL=live_url or os.environ.get(LIVE_URL_ENV),
+        LIVE_SECRET=live_secret or os.environ.get(LIVE_SECRET_ENV),
+    )
+    server.config.update(dict(config or {}))
+    if server.config["LIVE_SECRET"] is not None:
+        live_secret_key(server.config["LIVE_SECRET"])  # fail now on a short secret, not at first use
+    server.extensions["cardiac_db"] = database
+    _init_security(server, database)
+    _init_live_token(server, database)
+    _forget_unclaimed_callbacks()
+    app = dash.Dash(
+        "dashboard",
+        server=cast(Any, server),  # Dash's annotation (bool | zero-argument callable) predates Flask servers
+        use_pages=True,
+        pages_folder="pages",
+        assets_folder=str(ASSETS_FOLDER),
+        title="Cardiac Monitor",
+        update_title="",
+        suppress_callback_exceptions=True,
+        external_stylesheets=list(server.config["EXTERNAL_STYLESHEETS"]),
+        meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+    )
+    app.layout = _layout
+    return app
+
+
+class DashboardServer:
+    """A running dashboard: werkzeug's threaded WSGI server in a daemon thread.
+
+    Attributes
+    ----------
+    host : str
+        Bound address.
+    port : int
+        Bound port (useful after asking for port 0).
+    """
+
+    def __init__(self, wsgi_server: BaseWSGIServer) -> None:
+        self._server = wsgi_server
+        self.host = str(wsgi_server.host)
+        self.port = int(wsgi_server.port)
+        self._thread = threading.Thread(target=wsgi_server.serve_forever, name="dashboard", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> DashboardServer:
+        """Start serving in the background thread."""
+        self._thread.start()
+        return self
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop accepting requests and wait for the thread."""
+        self._server.shutdown()
+        self._thread.join(timeout_s)
+        self._server.server_close()
+
+
+def run_dashboard(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050) -> DashboardServer:
+    """Serve ``app`` in a background thread and return its handle.
+
+    Werkzeug's threaded server (one thread per request) is enough for a
+    monitoring room's handful of browsers; behind a reverse proxy at larger
+    sites, serve ``app.server`` with a production WSGI server (waitress,
+    gunicorn) instead.
+
+    Examples
+    --------
+    >>> handle = run_dashboard(app, port=0)  # doctest: +SKIP
+    >>> handle.url  # doctest: +SKIP
+    'http://127.0.0.1:40123'
+    >>> handle.shutdown()  # doctest: +SKIP
+    """
+    return DashboardServer(make_server(host, port, app.server, threaded=True)).start()
+
+
+# Internals -------------------------------------------------------------------
+
+
+class _LoginForm(FlaskForm):
+    """The login form; Flask-WTF adds and checks its CSRF token."""
+
+    username = StringField("Username", validators=[DataRequired(), Length(max=64)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+def _forget_unclaimed_callbacks() -> None:
+    """Drop page callbacks that an earlier app registered but never served.
+
+    Dash's pages API executes the page modules per app and parks their
+    ``@callback`` registrations in process-wide lists until the app's first
+    request claims them; an app built and never served (a test, a CLI
+    check) would hand its copies to the next app, which would then see
+    every callback twice.
+    """
+    _callback.GLOBAL_CALLBACK_LIST.clear()
+    _callback.GLOBAL_CALLBACK_MAP.clear()
+
+
+def _instance_secret(folder: Path) -> str:
+    """A random key kept in the instance folder (created once, mode 0600)."""
+    path = folder / "secret_key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(key)
+    return key
+
+
+def _layout() -> html.Div:
+    """The frame around every page: navigation bar, page container, timers."""
+    user = current_user if current_user.is_authenticated else None
+    return html.Div(
+        [
+            components.navbar(user, generate_csrf() if user is not None else ""),
+            html.Main(dash.page_container, className="cm-main"),
+            dcc.Store(id="ack-result"),
+            html.Div(id="cm-sound-bar", className="cm-sound-bar", role="status"),
+        ],
+        id="cm-root",
+    )
+
+
+def _init_security(server: flask.Flask, db: Database) -> None:
+    """Login manager, CSRF, throttle, login and logout views, the guard."""
+    server.before_request(_guard)  # first: an anonymous request is refused before anything else runs
+    manager = LoginManager()
+    manager.session_protection = "strong"
+    manager.init_app(server)
+    manager.user_loader(lambda user_id: load_session_user(db, user_id))
+    CSRFProtect(server)
+    throttle = LoginThrottle(
+        max_failures=int(server.config["LOGIN_MAX_FAILURES"]),
+        window_s=float(server.config["LOGIN_WINDOW_S"]),
+        lockout_s=float(server.config["LOGIN_LOCKOUT_S"]),
+    )
+
+    @server.route("/login", methods=["GET", "POST"])
+    def login() -> ResponseReturnValue:
+        form = _LoginForm()
+        message = ""
+        if form.validate_on_submit():
+            user, message = authenticate(
+                db,
+                form.username.data or "",
+                form.password.data or "",
+                throttle=throttle,
+                remote=flask.request.remote_addr or "?",
+            )
+            if user is not None:
+                flask.session.clear()  # a new session on login
+                login_user(user)
+                flask.session["seen"] = time.time()
+                return flask.redirect(_safe_next(flask.request.args.get("next")))
+        elif flask.request.method == "POST":
+            message = "The form expired. Please try again."
+        status = 401 if message else 200
+        return flask.render_template_string(components.LOGIN_PAGE, form=form, message=message), status
+
+    @server.route("/logout", methods=["POST"])
+    def logout() -> Response:
+        if current_user.is_authenticated:
+            with db.session() as session:
+                append_audit(session, current_user.actor, "auth.logout")
+        logout_user()
+        flask.session.clear()
+        return flask.redirect("/login")
+
+    server.after_request(_harden_response)
+
+
+def _guard() -> Response | None:
+    """Refuse every request without a live session (runs before Dash's routes)."""
+    request = flask.request
+    if request.path in _PUBLIC_PATHS:
+        return None
+    if current_user.is_authenticated:
+        now = time.time()
+        seen = float(flask.session.get("seen", 0.0))
+        if now - seen <= float(flask.current_app.config["IDLE_TIMEOUT_S"]):
+            payload = request.get_json(silent=True) if request.is_json else None
+            if is_user_activity(request.path, payload if isinstance(payload, Mapping) else None):
+                flask.session["seen"] = now
+            return None
+        logout_user()
+        flask.session.clear()
+    wants_page = request.method == "GET" and "text/html" in request.headers.get("Accept", "")
+    if wants_page and not request.path.startswith(("/_dash", "/assets", "/_reload")):
+        return flask.redirect(f"/login?next={flask.request.full_path.rstrip('?')}")
+    return Response(json.dumps({"error": "login required"}), status=401, mimetype="application/json")
+
+
+def _harden_response(response: Response) -> Response:
+    """Security headers; the CSRF cookie that Dash's renderer echoes in ``X-CSRFToken``."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if flask.request.path not in _PUBLIC_PATHS and not flask.request.path.startswith("/assets"):
+        response.headers["Cache-Control"] = "no-store"
+    if current_user.is_authenticated and response.mimetype == "text/html":
+        response.set_cookie(
+            "_csrf_token",
+            generate_csrf(),
+            samesite="Strict",
+            secure=bool(flask.current_app.config["SESSION_COOKIE_SECURE"]),
+            httponly=False,  # the renderer must read it to send the header
+        )
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths after login (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _init_live_token(server: flask.Flask, db: Database) -> None:
+    """``POST /live-token``: a short-lived token for the ingest server's ``/live``."""
+
+    @server.route("/live-token", methods=["POST"])
+    def live_token() -> Response:
+        config = flask.current_app.config
+        if not config["LIVE_SECRET"] or not config["LIVE_URL"]:
+            return Response(
+                json.dumps({"error": "live data is not configured"}), 503, mimetype="application/json"
+            )
+        user: SessionUser = current_user._get_current_object()
+        with db.session() as session:
+            ids = [p.id for p in visible_patients(session, user.id, user.role)]
+        ttl = float(config["LIVE_TOKEN_TTL_S"])
+        token = issue_live_token(config["LIVE_SECRET"], user.id, ids, ttl)
+        # "{host}" in the URL stands for the host name the browser used to reach
+        # the dashboard, so a server listening on every interface needs no fixed name.
+        url = str(config["LIVE_URL"]).replace("{host}", flask.request.host.rsplit(":", 1)[0])
+        return flask.jsonify({"token": token, "url": url, "ttl_s": ttl, "patient_ids": ids})

@@ -1,0 +1,308 @@
+"""Administration: users, patients, caregiver assignments, devices, alarm limits, the audit log."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dash
+from dash import Input, Output, State, callback, dcc, html
+from flask_login import current_user
+from sqlalchemy import select
+
+from dashboard.access import can_administer, current_db
+from dashboard.auth import AuthError, create_user
+from dashboard.components import empty_state
+from dashboard.queries import (
+    add_patient,
+    assign_patient,
+    parse_alarm_limits,
+    register_device,
+    revoke_device,
+    set_alarm_limits,
+)
+from storage import AuditEntry, CaregiverAssignment, Device, Patient, Role, User, utcnow
+
+dash.register_page(__name__, path="/admin", name="Admin", title="Admin · Cardiac Monitor")
+
+_AUDIT_ROWS = 100
+
+
+def layout(**_query: Any) -> html.Div:
+    """Forms and tables; every action is checked again on the server."""
+    if not can_administer(current_user.role):
+        return empty_state("Administrators only.")
+    return html.Div(
+        [
+            html.H1("Administration", className="cm-title"),
+            dcc.Store(id="admin-changed"),
+            html.H2("Users", className="cm-subtitle"),
+            html.Div(
+                [
+                    dcc.Input(id="new-username", placeholder="username", className="form-control"),
+                    dcc.Input(id="new-display", placeholder="display name", className="form-control"),
+                    dcc.Dropdown(
+                        id="new-role",
+                        options=[r.value for r in Role],
+                        value="clinician",
+                        clearable=False,
+                        className="cm-filter-small",
+                    ),
+                    dcc.Input(
+                        id="new-password",
+                        type="password",
+                        placeholder="password (10+ characters)",
+                        className="form-control",
+                    ),
+                    html.Button("Add user", id="add-user", className="btn btn-ack", n_clicks=0),
+                ],
+                className="cm-form",
+            ),
+            html.Div(id="admin-users"),
+            html.H2("Patients and caregivers", className="cm-subtitle"),
+            html.Div(
+                [
+                    dcc.Input(id="new-patient", placeholder="patient name", className="form-control"),
+                    dcc.Input(id="new-mrn", placeholder="MRN (optional)", className="form-control"),
+                    html.Button("Add patient", id="add-patient", className="btn btn-ack", n_clicks=0),
+                    dcc.Dropdown(id="assign-user", placeholder="caregiver", className="cm-filter-small"),
+                    dcc.Dropdown(id="assign-patient", placeholder="patient", className="cm-filter-small"),
+                    html.Button("Assign", id="assign", className="btn", n_clicks=0),
+                ],
+                className="cm-form",
+            ),
+            html.Div(id="admin-patients"),
+            html.H2("Devices", className="cm-subtitle"),
+            html.Div(
+                [
+                    dcc.Input(id="new-device", placeholder="device id", className="form-control"),
+                    dcc.Dropdown(id="device-patient", placeholder="patient", className="cm-filter-small"),
+                    html.Button("Register", id="add-device", className="btn btn-ack", n_clicks=0),
+                ],
+                className="cm-form",
+            ),
+            html.Div(id="admin-devices"),
+            html.H2("Alarm limits", className="cm-subtitle"),
+            html.Div(
+                [
+                    dcc.Dropdown(id="limits-patient", placeholder="patient", className="cm-filter-small"),
+                    dcc.Textarea(
+                        id="limits-json",
+                        placeholder='{"tachycardia_bpm": 130, "spo2_low": 92}',
+                        className="form-control",
+                        style={"width": "420px", "height": "5rem"},
+                    ),
+                    html.Button("Save limits", id="save-limits", className="btn btn-ack", n_clicks=0),
+                ],
+                className="cm-form",
+            ),
+            html.Div(id="admin-message", role="status"),
+            html.H2("Audit log", className="cm-subtitle"),
+            html.Div(id="admin-audit"),
+        ],
+        className="cm-page",
+    )
+
+
+@callback(
+    Output("admin-users", "children"),
+    Output("admin-patients", "children"),
+    Output("admin-devices", "children"),
+    Output("admin-audit", "children"),
+    Output("assign-user", "options"),
+    Output("assign-patient", "options"),
+    Output("device-patient", "options"),
+    Output("limits-patient", "options"),
+    Input("admin-changed", "data"),
+)
+def tables(_changed: Any) -> tuple[Any, ...]:
+    """Users, patients with their caregivers, devices and the newest audit lines."""
+    _require_admin()
+    with current_db().session() as session:
+        users = list(session.scalars(select(User).order_by(User.username)))
+        patients = list(session.scalars(select(Patient).order_by(Patient.name)))
+        devices = list(session.scalars(select(Device).order_by(Device.device_uid)))
+        assignments = list(session.scalars(select(CaregiverAssignment)))
+        audit = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(_AUDIT_ROWS)))
+        names = {u.id: u.username for u in users}
+        user_rows = [
+            [u.username, u.display_name, u.role.value, "active" if u.is_active else "disabled"] for u in users
+        ]
+        patient_rows = [
+            [
+                p.name,
+                p.mrn or "",
+                ", ".join(names[a.user_id] for a in assignments if a.patient_id == p.id),
+                json.dumps(p.alarm_limits or {}),
+            ]
+            for p in patients
+        ]
+        device_rows = [
+            [
+                d.device_uid,
+                next((p.name for p in patients if p.id == d.patient_id), ""),
+                f"{d.last_seen_at:%Y-%m-%d %H:%M:%S}" if d.last_seen_at else "never",
+                f"revoked {d.revoked_at:%Y-%m-%d %H:%M}"
+                if d.revoked_at
+                else html.Button(
+                    "Revoke", id={"type": "revoke", "device": d.id}, className="btn", n_clicks=0
+                ),
+            ]
+            for d in devices
+        ]
+        audit_rows = [
+            [f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.target or "", json.dumps(e.details)]
+            for e in audit
+        ]
+        caregivers = [{"label": u.username, "value": u.id} for u in users if u.role == Role.CAREGIVER]
+        patient_options = [{"label": p.name, "value": p.id} for p in patients]
+    return (
+        _table(["User", "Name", "Role", "State"], user_rows),
+        _table(["Patient", "MRN", "Caregivers", "Alarm limits"], patient_rows),
+        _table(["Device", "Patient", "Last seen", ""], device_rows),
+        _table(["At (UTC)", "Actor", "Action", "Target", "Details"], audit_rows, table_id="audit-table"),
+        caregivers,
+        patient_options,
+        patient_options,
+        patient_options,
+    )
+
+
+@callback(
+    Output("admin-message", "children", allow_duplicate=True),
+    Output("admin-changed", "data", allow_duplicate=True),
+    Input("add-user", "n_clicks"),
+    State("new-username", "value"),
+    State("new-display", "value"),
+    State("new-role", "value"),
+    State("new-password", "value"),
+    prevent_initial_call=True,
+)
+def add_user(_n: int, username: str | None, display: str | None, role: str, password: str | None) -> Any:
+    """Create a user (argon2 hash; audited)."""
+    _require_admin()
+    try:
+        create_user(
+            current_db(),
+            username or "",
+            password or "",
+            role,
+            display_name=display or "",
+            actor=current_user.actor,
+        )
+    except AuthError as exc:
+        return str(exc), dash.no_update
+    return f"User {username} added.", utcnow().timestamp()
+
+
+@callback(
+    Output("admin-message", "children", allow_duplicate=True),
+    Output("admin-changed", "data", allow_duplicate=True),
+    Input("add-patient", "n_clicks"),
+    Input("assign", "n_clicks"),
+    State("new-patient", "value"),
+    State("new-mrn", "value"),
+    State("assign-user", "value"),
+    State("assign-patient", "value"),
+    prevent_initial_call=True,
+)
+def patients(
+    _a: int, _b: int, name: str | None, mrn: str | None, user: int | None, patient: int | None
+) -> Any:
+    """Add a patient, or assign one to a caregiver."""
+    _require_admin()
+    db = current_db()
+    if dash.ctx.triggered_id == "assign":
+        if user is None or patient is None:
+            return "Choose a caregiver and a patient.", dash.no_update
+        assign_patient(db, current_user.actor, int(user), int(patient))
+        return "Assigned.", utcnow().timestamp()
+    try:
+        add_patient(db, current_user.actor, name or "", mrn)
+    except ValueError as exc:
+        return str(exc), dash.no_update
+    return f"Patient {name} added.", utcnow().timestamp()
+
+
+@callback(
+    Output("admin-message", "children", allow_duplicate=True),
+    Output("admin-changed", "data", allow_duplicate=True),
+    Input("add-device", "n_clicks"),
+    State("new-device", "value"),
+    State("device-patient", "value"),
+    prevent_initial_call=True,
+)
+def add_device(_n: int, uid: str | None, patient: int | None) -> Any:
+    """Register a device; its token is shown here once and never again."""
+    _require_admin()
+    try:
+        token = register_device(current_db(), current_user.actor, uid or "", patient)
+    except ValueError as exc:
+        return str(exc), dash.no_update
+    message = html.Div(
+        [
+            html.Div(f"Device {uid} registered. Copy its token now; it is not shown again:"),
+            html.Div(token, className="cm-secret", id="device-token"),
+        ]
+    )
+    return message, utcnow().timestamp()
+
+
+@callback(
+    Output("admin-message", "children", allow_duplicate=True),
+    Output("admin-changed", "data", allow_duplicate=True),
+    Input({"type": "revoke", "device": dash.ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def revoke(clicks: list[int | None]) -> Any:
+    """Revoke the pressed device."""
+    _require_admin()
+    trigger = dash.ctx.triggered_id
+    if not isinstance(trigger, dict) or not any(clicks):
+        raise dash.exceptions.PreventUpdate
+    revoke_device(current_db(), current_user.actor, int(trigger["device"]), utcnow())
+    return "Device revoked.", utcnow().timestamp()
+
+
+@callback(
+    Output("admin-message", "children", allow_duplicate=True),
+    Output("admin-changed", "data", allow_duplicate=True),
+    Input("save-limits", "n_clicks"),
+    State("limits-patient", "value"),
+    State("limits-json", "value"),
+    prevent_initial_call=True,
+)
+def save_limits(_n: int, patient: int | None, text: str | None) -> Any:
+    """Replace a patient's alarm limits (validated; the change is audited)."""
+    _require_admin()
+    if patient is None:
+        return "Choose a patient.", dash.no_update
+    try:
+        set_alarm_limits(current_db(), current_user.actor, int(patient), parse_alarm_limits(text or "{}"))
+    except ValueError as exc:
+        return str(exc), dash.no_update
+    return "Alarm limits saved.", utcnow().timestamp()
+
+
+def _require_admin() -> None:
+    """Refuse (no update) unless the user is an admin: pages are not the only way to call callbacks."""
+    if not can_administer(current_user.role):
+        raise dash.exceptions.PreventUpdate
+
+
+def _table(head: list[str], rows: list[list[Any]], table_id: str | None = None) -> Any:
+    if not rows:
+        return empty_state("None yet.")
+    props: dict[str, Any] = {"className": "table cm-table"}
+    if table_id is not None:
+        props["id"] = table_id
+    return html.Div(
+        html.Table(
+            [
+                html.Thead(html.Tr([html.Th(h) for h in head])),
+                html.Tbody([html.Tr([html.Td(c) for c in row]) for row in rows]),
+            ],
+            **props,
+        ),
+        className="cm-table-wrap",
+    )

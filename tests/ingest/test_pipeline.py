@@ -1,0 +1,284 @@
+"""The streaming analysis: beats on /live and in storage, heart rate, quality gate, alarms, live = offline."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from websockets.asyncio.client import ClientConnection, connect
+
+from ingest.live_tokens import issue_live_token
+from ingest.pipeline import AnalysisProcessor, PipelineConfig, ShardedAnalysisProcessor, live_agreement
+from ingest.processing import LiveEvent, StoredBlock
+from ingest.replay import ReplayDevice, ReplaySignal, ensure_replay_devices, load_replay_signal
+from ingest.server import IngestServer
+from model.inference import BeatClassifier
+from sigproc.synthetic import synthetic_ecg
+from storage import Alarm, Beat, Database, Device, Patient, Vitals, create_device, open_recording
+
+SECRET = "test-live-secret-0123456789abcdef"
+TIMEOUT_S = 40.0
+START = datetime(2026, 1, 1, tzinfo=UTC)
+ARRHYTHMIA = {
+    "ventricular_tachycardia",
+    "frequent_ectopy",
+    "supraventricular_run",
+    "bradycardia",
+    "tachycardia",
+    "early_warning",
+}
+
+_T = TypeVar("_T")
+
+
+@pytest.fixture(scope="module")
+def classifier() -> BeatClassifier:
+    """The shipped weights, loaded once for the module."""
+    return BeatClassifier.load(num_threads=1)
+
+
+def run(coro: Awaitable[_T]) -> _T:
+    """Run a scenario with a bound on its duration."""
+
+    async def bounded() -> _T:
+        async with asyncio.timeout(TIMEOUT_S):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+def recording(db: Database, uid: str) -> tuple[int, int]:
+    """A patient with a device and a recording session: ``(patient_id, session_id)``."""
+    with db.session() as session:
+        patient = Patient(name=f"patient of {uid}")
+        session.add(patient)
+        session.flush()
+        device = create_device(session, uid, f"token-of-{uid}", patient_id=patient.id)
+        rec, _ = open_recording(
+            session, device, stream_id="s1", fs=360.0, lead_names=("MLII", "V5"), gain=200.0, started_at=START
+        )
+        return int(patient.id), int(rec.id)
+
+
+def feed(
+    proc: AnalysisProcessor | ShardedAnalysisProcessor,
+    signal: ReplaySignal,
+    patient_id: int | None = None,
+    session_id: int = 1,
+    firsts: list[int] | None = None,
+) -> list[LiveEvent]:
+    """Events of the processor on ``signal`` sent in 0.25 s frames (those at ``firsts``), then its end."""
+    events: list[LiveEvent] = []
+    frame = round(0.25 * signal.fs)
+    for first in range(0, signal.n_samples, frame) if firsts is None else firsts:
+        block = StoredBlock(
+            samples=signal.samples[first : first + frame],
+            fs=signal.fs,
+            lead_names=signal.leads,
+            gain=signal.gain,
+            baseline=signal.baseline,
+            first_seq=first,
+            session_id=session_id,
+            patient_id=patient_id,
+            started_at=START,
+        )
+        events.extend(proc.process(block))
+    events.extend(proc.close_stream(session_id))
+    return events
+
+
+def synthetic_signal(mv: np.ndarray, name: str = "synthetic") -> ReplaySignal:
+    """Two identical leads of ``mv`` in ADC counts (gain 200, baseline 1024)."""
+    counts = np.round(mv * 200.0 + 1024).astype(np.int16)
+    return ReplaySignal(
+        name,
+        "synthetic",
+        360.0,
+        ("MLII", "V5"),
+        200.0,
+        1024,
+        np.column_stack([counts, counts]),
+        np.zeros(0, np.int64),
+    )
+
+
+def alarm_kinds(events: list[LiveEvent], change: str = "raised") -> set[str]:
+    return {str(e.data["kind"]) for e in events if e.kind == "alarm" and e.data["change"] == change}
+
+
+async def subscribe(server: IngestServer, patient: int) -> ClientConnection:
+    ws = await connect(f"{server.url}/live")
+    token = issue_live_token(SECRET, 1, [patient], 60)
+    await ws.send(json.dumps({"type": "subscribe", "token": token, "view": "patient", "patient_id": patient}))
+    assert json.loads(await ws.recv())["type"] == "subscribed"
+    return ws
+
+
+async def until_disconnected(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Live messages up to the one that says the device disconnected."""
+    messages = []
+    async for text in ws:
+        messages.append(json.loads(text))
+        if messages[-1]["type"] == "stream" and messages[-1]["state"] == "disconnected":
+            return messages
+    raise AssertionError("the live connection closed early")
+
+
+class TestPipelineConfig:
+    def test_basic(self) -> None:
+        config = PipelineConfig()
+        assert (config.hr_intervals, config.hr_update_s, config.quality.window_s) == (8, 1.0, 4.0)
+
+    def test_edge_cases(self) -> None:
+        assert PipelineConfig(batch_wait_s=0.0, hr_min_intervals=8).batch_wait_s == 0.0
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(ValueError, match=r"`hr_update_s` must be positive"):
+            PipelineConfig(hr_update_s=0.0)
+        with pytest.raises(ValueError, match=r"`batch_wait_s` must be >= 0"):
+            PipelineConfig(batch_wait_s=-1.0)
+        with pytest.raises(ValueError, match=r"`hr_min_intervals` must be between 1 and `hr_intervals`"):
+            PipelineConfig(hr_min_intervals=9)
+
+
+class TestAnalysisProcessor:
+    def test_gap_and_late_frames(self, data_dir: Path, classifier: BeatClassifier) -> None:
+        """After a 5 s gap the analysis restarts; a late frame filling it is stored but not analysed."""
+        signal = load_replay_signal("100", data_dir=data_dir, seconds=40)
+        firsts = [f for f in range(0, signal.n_samples, 90) if not 3600 <= f < 5400]
+        events = feed(
+            AnalysisProcessor(None, classifier), signal, firsts=[*firsts[:-40], 3600, *firsts[-40:]]
+        )
+        seqs = [int(e.data["seq"]) for e in events if e.kind == "beat"]
+        assert seqs == sorted(seqs)
+        assert not [p for p in seqs if 3600 <= p < 5400]
+        assert len([p for p in seqs if p < 3600]) >= 10
+        assert len([p for p in seqs if p >= 5400]) >= 25
+
+
+class TestShardedAnalysisProcessor:
+    def test_worker_process_gives_the_same_beats(self, data_dir: Path, classifier: BeatClassifier) -> None:
+        """The analysis in a worker process returns what it gives in the server's thread, trace included."""
+        signal = load_replay_signal("208", data_dir=data_dir, seconds=30)
+        here = feed(AnalysisProcessor(None, classifier), signal)
+        sharded = ShardedAnalysisProcessor(None, workers=1)
+        try:
+            there = feed(sharded, signal)
+        finally:
+            sharded.close()
+        assert [e.data["seq"] for e in there if e.kind == "trace"] == [
+            e.data["seq"] for e in here if e.kind == "trace"
+        ]
+        labels = [(e.data["seq"], e.data["label"]) for e in here if e.kind == "beat"]
+        assert labels
+        assert [(e.data["seq"], e.data["label"]) for e in there if e.kind == "beat"] == labels
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(ValueError, match=r"`workers` must be at least 1"):
+            ShardedAnalysisProcessor(None, workers=0)
+
+
+class TestAnalysisServer:
+    def test_replay_beats_reach_live_and_storage(
+        self, sqlite_db: Database, data_dir: Path, classifier: BeatClassifier
+    ) -> None:
+        """A real replay of 60 s of record 208 (many V beats) through a server on port 0."""
+        token = ensure_replay_devices(sqlite_db, ["208"])["208"]
+        with sqlite_db.session() as session:
+            patient = session.scalar(select(Device.patient_id).where(Device.device_uid == "replay-mitdb-208"))
+        assert patient is not None
+        signal = load_replay_signal("208", data_dir=data_dir, seconds=60)
+        # No batching delay: at speed 0 the signal clock outruns the wall clock the batches wait on.
+        processor = AnalysisProcessor(sqlite_db, classifier, config=PipelineConfig(batch_wait_s=0.0))
+
+        async def scenario() -> list[dict[str, Any]]:
+            server = IngestServer(sqlite_db, live_secret=SECRET, processor=processor)
+            await server.start()
+            try:
+                ws = await subscribe(server, patient)
+                await ReplayDevice(signal, f"{server.url}/ingest", token, speed=0).run()
+                return await until_disconnected(ws)
+            finally:
+                await server.stop()
+
+        messages = run(scenario())
+        beats = [m for m in messages if m["type"] == "beat"]
+        assert len(beats) > 80  # about 100 beats a minute in record 208
+        assert all(set(b["probs"]) == {"N", "S", "V", "F", "Q"} for b in beats)
+        assert all(sum(b["probs"].values()) == pytest.approx(1.0, abs=1e-3) for b in beats)
+        assert all(b["t_sent"] >= b["t_arrival"] for b in beats)
+        assert sum(b["label"] == "V" for b in beats) > 20
+        with sqlite_db.session() as session:
+            stored = session.scalars(select(Beat).order_by(Beat.r_peak_seq)).all()
+            rates = session.scalars(select(Vitals.hr_ecg).where(Vitals.hr_ecg.is_not(None))).all()
+            alarms = session.scalars(select(Alarm)).all()
+        assert [(b.r_peak_seq, b.label) for b in stored] == [(b["seq"], b["label"]) for b in beats]
+        assert len(rates) >= 40
+        assert all(hr is not None and 40 < hr < 200 for hr in rates)
+        live_alarms = {m["kind"] for m in messages if m["type"] == "alarm" and m["change"] == "raised"}
+        assert "frequent_ectopy" in live_alarms
+        assert {a.kind for a in alarms} == live_alarms
+        assert [m["type"] for m in messages].count("heart_rate") == len(rates)
+
+
+class TestAlarms:
+    def test_asystole_is_stored_and_published(self, sqlite_db: Database, classifier: BeatClassifier) -> None:
+        """20 s of sinus rhythm, then a flat line: asystole (high) is raised, stored, and kept once."""
+        patient, session_id = recording(sqlite_db, "asystole")
+        ecg = synthetic_ecg(20.0, 360.0, heart_rate_bpm=75, seed=3).signal
+        mv = np.concatenate([ecg, np.full(15 * 360, ecg[-1])])
+        events = feed(AnalysisProcessor(sqlite_db, classifier), synthetic_signal(mv), patient, session_id)
+        raised = [e.data for e in events if e.kind == "alarm" and e.data["change"] == "raised"]
+        assert [a["kind"] for a in raised].count("asystole") == 1
+        assert not alarm_kinds(events) & ARRHYTHMIA
+        with sqlite_db.session() as session:
+            rows = session.scalars(select(Alarm).where(Alarm.patient_id == patient)).all()
+        asystole = next(r for r in rows if r.kind == "asystole")
+        assert asystole.priority == "high"
+        assert asystole.id == next(a["alarm_id"] for a in raised if a["kind"] == "asystole")
+        assert len(rows) == len(raised)
+
+    def test_quality_gate_suppresses_arrhythmia_alarms(
+        self, sqlite_db: Database, data_dir: Path, classifier: BeatClassifier
+    ) -> None:
+        """Record 208 raises ectopy alarms; buried in noise on both leads it raises none, but poor_signal.
+
+        (Asystole is not gated by poor quality: the engine would rather warn
+        falsely than miss one.)
+        """
+        patient, session_id = recording(sqlite_db, "gate")
+        clean = load_replay_signal("208", data_dir=data_dir, seconds=60)
+        assert "frequent_ectopy" in alarm_kinds(feed(AnalysisProcessor(None, classifier), clean))
+        rng = np.random.default_rng(0)
+        noise = rng.normal(0.0, 1.5 * clean.gain, clean.samples.shape)
+        noisy = dataclasses.replace(clean, samples=np.round(clean.samples + noise).astype(np.int16))
+        events = feed(AnalysisProcessor(sqlite_db, classifier), noisy, patient, session_id)
+        assert "poor_signal" in alarm_kinds(events)
+        assert not alarm_kinds(events) & ARRHYTHMIA
+        beats = [e.data for e in events if e.kind == "beat"]
+        assert beats
+        assert not any(b["quality_ok"] for b in beats)
+        quality = [e.data for e in events if e.kind == "quality"]
+        assert quality
+        assert all(not q["readable"] and q["condition"] == "poor_signal" for q in quality)
+        with sqlite_db.session() as session:
+            kinds = set(session.scalars(select(Alarm.kind).where(Alarm.patient_id == patient)).all())
+        assert kinds == alarm_kinds(events)
+
+
+class TestLiveAgreement:
+    @pytest.mark.parametrize("record", ["119", "208"])
+    def test_live_matches_offline(self, data_dir: Path, classifier: BeatClassifier, record: str) -> None:
+        """Two minutes streamed in device frames give the offline beats and classes (>= 99 %)."""
+        agreement = live_agreement(load_replay_signal(record, data_dir=data_dir, seconds=120), classifier)
+        assert agreement.offline > 100
+        assert agreement.matched == agreement.offline == agreement.live
+        assert agreement.fraction >= 0.99
