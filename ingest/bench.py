@@ -40,7 +40,6 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +50,9 @@ from websockets.exceptions import ConnectionClosed
 
 from ingest.live_tokens import issue_live_token
 from ingest.pipeline import AnalysisProcessor, ShardedAnalysisProcessor
-from ingest.processing import StoredBlock, StreamProcessor, VitalsReading
+from ingest.processing import StreamProcessor
 from ingest.replay import ReplayDevice, ReplayResult, ReplaySignal, load_replay_signal
-from ingest.server import IngestServer, _Pending, _StreamInfo
+from ingest.server import IngestServer
 from model.inference import BeatClassifier
 from sigproc.records import MITDB_RECORDS
 from storage import (
@@ -171,25 +170,6 @@ def run_ingest_bench(
 # Internals ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
-class _ArrivedBlock(StoredBlock):
-    """A stored block with the time its frame was read off the socket."""
-
-    received_at: datetime
-
-
-class _StampingServer(IngestServer):
-    """The ingest server, handing the processor each block's arrival time."""
-
-    @staticmethod
-    def _stored_item(info: _StreamInfo, item: _Pending) -> StoredBlock | VitalsReading:
-        stored = IngestServer._stored_item(info, item)
-        if not isinstance(stored, StoredBlock):
-            return stored
-        fields = {f.name: getattr(stored, f.name) for f in dataclasses.fields(stored)}
-        return _ArrivedBlock(**fields, received_at=item.received_at)
-
-
 @dataclass
 class _Live:
     """What the ``/live`` subscriber saw."""
@@ -222,7 +202,7 @@ async def _run(
     data_dir: str | Path | None,
 ) -> dict[str, Any]:
     """Serve and subscribe here while a child process replays; the latency and resource figures."""
-    server = _StampingServer(db, live_secret=_SECRET, processor=processor, live_queue_size=65_536)
+    server = IngestServer(db, live_secret=_SECRET, processor=processor, live_queue_size=65_536)
     await server.start()
     live = _Live()
     cpu0, wall0 = time.process_time(), time.monotonic()

@@ -734,9 +734,8 @@ def _call(proc: AnalysisProcessor, kind: str, item: Any) -> tuple[str, int, list
 
 
 def _arrival_time(block: StoredBlock, clock: Callable[[], float]) -> float:
-    """When the block reached the server (``received_at`` if the server stamps it)."""
-    received = getattr(block, "received_at", None)
-    return received.timestamp() if isinstance(received, datetime) else clock()
+    """When the block reached the server (``received_at``; the clock where unknown)."""
+    return block.received_at.timestamp() if block.received_at is not None else clock()
 
 
 def _lead_order(lead_names: Sequence[str], max_leads: int) -> list[int]:

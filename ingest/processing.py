@@ -61,6 +61,9 @@ class StoredBlock(SampleBlock):
         ``OUT_OF_ORDER`` (a late frame that fills a gap).
     replay : bool
         Whether the stream is a replayed recording, not a patient.
+    received_at : datetime or None
+        When the frame was read off the device's socket (UTC), for latency
+        measurement; None where unknown.
     """
 
     session_id: int
@@ -68,6 +71,7 @@ class StoredBlock(SampleBlock):
     started_at: datetime
     kind: SeqKind = SeqKind.NEW
     replay: bool = False
+    received_at: datetime | None = None
 
     def time_of(self, seq: int) -> datetime:
         """Time of sample ``seq`` of the stream."""

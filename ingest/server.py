@@ -776,6 +776,7 @@ class IngestServer:
                 started_at=info.started_at,
                 kind=item.kind,
                 replay=info.replay,
+                received_at=item.received_at,
             )
         return VitalsReading(
             session_id=info.session_id,
