@@ -262,6 +262,7 @@ def user() -> None:
 @click.argument("username")
 @click.option("--role", type=click.Choice(["admin", "clinician", "caregiver"]), required=True)
 @click.option("--display-name", default="", help="Name shown in the dashboard.")
+@click.option("--ward", default=None, help="Ward of a clinician (none: sees every patient).")
 @click.password_option(help="At least 10 characters; prompted (hidden, twice) when not given.")
 @_INSTANCE_DIR
 @_DATABASE_URL
@@ -269,6 +270,7 @@ def user_add(
     username: str,
     role: str,
     display_name: str,
+    ward: str | None,
     password: str,
     instance_dir: Path,
     database_url: str | None,
@@ -282,7 +284,7 @@ def user_add(
     db.init(database_url, instance_path=instance_dir)
     try:
         upgrade(db.engine)
-        user_id = create_user(db, username, password, role, display_name=display_name, actor="cli")
+        user_id = create_user(db, username, password, role, display_name=display_name, ward=ward, actor="cli")
     except AuthError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -14,6 +14,7 @@ from dashboard.access import (
     can_export,
     check_patient,
     current_db,
+    normalize_ward,
     visible_patient_ids,
     visible_patients,
 )
@@ -144,6 +145,7 @@ __all__ = [
     "load_session_user",
     "min_max_envelope",
     "navbar",
+    "normalize_ward",
     "parse_alarm_limits",
     "patient_tile",
     "patient_tiles",

@@ -20,6 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from flask_login import UserMixin
 from sqlalchemy import func, select
 
+from dashboard.access import normalize_ward
 from storage import Database, Role, User, append_audit
 
 __all__ = [
@@ -84,6 +85,7 @@ def create_user(
     *,
     display_name: str = "",
     actor: str = "cli",
+    ward: str | None = None,
 ) -> int:
     """Create a user with an argon2 hash of ``password`` (the CLI's ``user add``).
 
@@ -101,6 +103,11 @@ def create_user(
         Shown in the dashboard (default: the username).
     actor : str
         Who creates the user, for the audit log (``"cli"``, ``"user:1"``).
+    ward : str, optional
+        The clinician's ward (stripped, at most 64 characters); ``None`` or
+        blank for none, which lets a clinician see every patient (see
+        :mod:`dashboard.access`). Stored for any role; only clinicians are
+        scoped by it.
 
     Returns
     -------
@@ -125,11 +132,21 @@ def create_user(
         if taken is not None:
             raise AuthError(f"the username {name!r} is taken")
         user = User(
-            username=name, display_name=display_name or name, password_hash=password_hash, role=chosen
+            username=name,
+            display_name=display_name or name,
+            password_hash=password_hash,
+            role=chosen,
+            ward=normalize_ward(ward),
         )
         session.add(user)
         session.flush()
-        append_audit(session, actor, "user.create", target=f"user:{user.id}", details={"role": chosen.value})
+        append_audit(
+            session,
+            actor,
+            "user.create",
+            target=f"user:{user.id}",
+            details={"role": chosen.value, "ward": user.ward},
+        )
         return user.id
 
 

@@ -21,7 +21,13 @@ import numpy.typing as npt
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dashboard.access import AccessDeniedError, can_acknowledge, check_patient, visible_patients
+from dashboard.access import (
+    AccessDeniedError,
+    can_acknowledge,
+    check_patient,
+    normalize_ward,
+    visible_patients,
+)
 from storage import (
     Alarm,
     AlarmPriority,
@@ -374,8 +380,10 @@ def ecg_envelope(
 # Administration (callers check can_administer first) -----------------------------
 
 
-def add_patient(db: Database, actor: str, name: str, mrn: str | None = None) -> int:
-    """Create a patient; audited.
+def add_patient(
+    db: Database, actor: str, name: str, mrn: str | None = None, *, ward: str | None = None
+) -> int:
+    """Create a patient, on ``ward`` if given (blank: no ward); audited.
 
     Raises
     ------
@@ -385,10 +393,14 @@ def add_patient(db: Database, actor: str, name: str, mrn: str | None = None) -> 
     if not name.strip():
         raise ValueError("`name` must not be empty")
     with db.session() as session:
-        patient = Patient(name=name.strip()[:200], mrn=(mrn or "").strip()[:64] or None)
+        patient = Patient(
+            name=name.strip()[:200], mrn=(mrn or "").strip()[:64] or None, ward=normalize_ward(ward)
+        )
         session.add(patient)
         session.flush()
-        append_audit(session, actor, "patient.create", target=f"patient:{patient.id}")
+        append_audit(
+            session, actor, "patient.create", target=f"patient:{patient.id}", details={"ward": patient.ward}
+        )
         return patient.id
 
 

@@ -70,6 +70,7 @@ from ingest.processing import (
     LiveEvent,
     StoredBlock,
     StreamProcessor,
+    TickingProcessor,
     VitalsReading,
 )
 from ingest.protocol import (
@@ -223,6 +224,7 @@ __all__ = [
     "Subscription",
     "TechnicalEvent",
     "TechnicalKind",
+    "TickingProcessor",
     "TokenBucket",
     "UnsupportedFrameError",
     "Vitals",

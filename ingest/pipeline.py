@@ -47,6 +47,23 @@ rates and alarm changes of a batch are written in one transaction
 stream stores each beat once; alarms are inserted when raised and updated
 when they change or resolve).
 
+Time-driven alarms. The server calls :meth:`AnalysisProcessor.tick` about
+once a second. For every session whose last block (or vitals reading)
+arrived more than ``AlarmLimits.device_silent_s`` (10 s) ago on the wall
+clock, the engine raises ``device_silent`` (medium, technical): the silence
+is measured on the wall clock from the block's arrival, and mapped onto the
+sample clock the engine keeps (last sample time + silence), so a device
+whose sample clock runs ahead of or behind the wall clock (a replay, a
+resend after a reconnect) neither raises it falsely nor late. A session whose
+connection has ended is kept (its engine, without the signal buffers) so
+that the alarm is raised after a disconnect too, and the engine carries on
+when the stream resumes; replayed recordings are not kept. When data
+resumes the alarm resolves. The tick also reconciles acknowledgements made
+in the dashboard (:func:`storage.queries.acknowledge_alarm` updates the
+``alarms`` row): an open alarm whose row was acknowledged after the engine
+last heard of it is acknowledged in the engine too, so a latched high alarm
+resolves and an acknowledged one stays quiet while its condition lasts.
+
 Where it runs. :class:`AnalysisProcessor` runs in the server's worker
 thread: simple, but it shares the interpreter lock with the event loop and
 the storage thread, so on two cores the whole server stays within about one
@@ -98,6 +115,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session as DbSession
 
@@ -105,6 +123,7 @@ from ingest.alarms import (
     AlarmChange,
     AlarmEngine,
     AlarmLimits,
+    AlarmNotFoundError,
     AlarmSnapshot,
     BeatEvent,
     TechnicalEvent,
@@ -244,6 +263,8 @@ class AnalysisProcessor:
         self.model_version = (model_version or self.classifier.checkpoint.model_name)[:64]
         self._clock = wall_clock
         self._sessions: dict[int, _Session] = {}
+        #: Ended streams of patients, kept for the device-silent alarm until they resume.
+        self._parked: dict[int, _Session] = {}
         self._ready: list[_Ready] = []
         self._lock = threading.Lock()
         self._writer = _Writer(self.model_version) if db is not None else None
@@ -266,6 +287,7 @@ class AnalysisProcessor:
         events = list(self.display.process(block)) if self.display is not None else []
         with self._lock:
             state = self._session(block)
+            state.note_data(block.time_of(block.end_seq).timestamp(), arrival, self._clock())
             if block.first_seq >= state.next_seq:  # late frames are stored, not analysed
                 if block.first_seq > state.next_seq:
                     state.restart(block.first_seq)
@@ -282,6 +304,8 @@ class AnalysisProcessor:
             if state is None:
                 return []
             v = reading.vitals
+            state.last_data_t = max(state.last_data_t or -np.inf, reading.t.timestamp())
+            state.last_arrival = self._clock()
             state.note_alarms(
                 state.engine.on_vitals(
                     VitalsEvent(reading.t.timestamp(), spo2=v.spo2, pulse=v.pulse, temperature=v.temperature)
@@ -300,14 +324,78 @@ class AnalysisProcessor:
                 return display
             self._ready.extend(state.finish(self._clock()))
             self._flush_if_due(force=True, closing=state)
-            return display + state.take_outbox(self._clock())
+            events = display + state.take_outbox(self._clock())
+            if state.patient_id is not None and not state.replay:
+                state.park()
+                self._parked[session_id] = state
+            return events
+
+    def tick(self, now: float) -> Sequence[LiveEvent]:
+        """Time-driven alarm changes at wall-clock time ``now``: silent devices, dashboard acknowledgements.
+
+        Returns the events of every session that has any (their ``data``
+        names the stream: ``patient_id``, ``session_id``, ``replay``),
+        including those the next block would otherwise have carried.
+        """
+        with self._lock:
+            clock = self._clock()
+            sessions = [*self._sessions.values(), *self._parked.values()]
+            for s in sessions:
+                if s.last_data_t is not None and s.last_arrival is not None:
+                    silence = max(0.0, now - s.last_arrival)
+                    s.note_alarms(s.engine.tick(s.last_data_t + silence), clock)
+            if self.db is not None:
+                self._reconcile_acknowledgements(sessions, clock)
+            self._flush_if_due(force=False)
+            pending = [s for s in self._parked.values() if s.has_pending()]
+            pending += [s for s in self._sessions.values() if s.has_pending()]
+            if pending:
+                self._store(pending, clock, force=False)
+            events: list[LiveEvent] = []
+            for s in sessions:
+                stream = {"patient_id": s.patient_id, "session_id": s.session_id, "replay": s.replay}
+                events.extend(
+                    LiveEvent(e.kind, {**e.data, **stream}, views=e.views) for e in s.take_outbox(clock)
+                )
+            return events
+
+    def _reconcile_acknowledgements(self, sessions: list[_Session], now: float) -> None:
+        """Acknowledge in the engines the open alarms whose rows were acknowledged in the dashboard."""
+        open_rows: dict[int, tuple[_Session, AlarmSnapshot]] = {}
+        for s in sessions:
+            for alarm in s.engine.open_alarms:
+                row_id = s.alarm_ids.get(alarm.id)
+                if row_id is not None:
+                    open_rows[row_id] = (s, alarm)
+        if not open_rows:
+            return
+        query = select(Alarm.id, Alarm.acknowledged_by_id, Alarm.acknowledged_at, Alarm.note).where(
+            Alarm.id.in_(list(open_rows)), Alarm.acknowledged_at.is_not(None)
+        )
+        with self.db_session() as db_session:
+            rows = db_session.execute(query).all()
+        for row_id, user_id, acknowledged_at, note in rows:
+            s, alarm = open_rows[row_id]
+            if acknowledged_at is None:  # pragma: no cover - excluded by the query
+                continue
+            t = acknowledged_at.timestamp()
+            if alarm.acknowledged_at is not None and t <= alarm.acknowledged_at:
+                continue  # the engine knows this acknowledgement
+            by = f"user:{user_id}" if user_id is not None else "dashboard"
+            try:
+                s.note_alarms(s.engine.acknowledge(alarm.id, by=by, t=t, note=note), now)
+            except AlarmNotFoundError:  # pragma: no cover - open_alarms was read under the lock
+                continue
 
     # Internals -----------------------------------------------------------------
 
     def _session(self, block: StoredBlock) -> _Session:
         state = self._sessions.get(block.session_id)
         if state is None:
+            parked = self._parked.pop(block.session_id, None)
             state = _Session(block, self.classifier, self.config, self._limits(block.patient_id))
+            if parked is not None:  # the stream resumes: its alarms carry on
+                state.adopt(parked)
             self._sessions[block.session_id] = state
         return state
 
@@ -440,6 +528,7 @@ class ShardedAnalysisProcessor:
         self._replies = threading.Condition()
         self._outbox: dict[int, list[LiveEvent]] = {}
         self._closed: dict[int, list[LiveEvent]] = {}
+        self._ticked: list[LiveEvent] = []
         self._errors: list[str] = []
         ckpt = None if checkpoint is None else str(checkpoint)
         for i in range(workers):
@@ -480,6 +569,20 @@ class ShardedAnalysisProcessor:
                 raise TimeoutError(f"the analysis worker did not close session {session_id} in time")
             return events + self._outbox.pop(session_id, []) + self._closed.pop(session_id)
 
+    def tick(self, now: float) -> Sequence[LiveEvent]:
+        """Every worker ticks (asynchronously); the tick events that have come back so far.
+
+        As with blocks, a tick's events leave with a later call (the next
+        tick, about a second later).
+        """
+        for shard in range(len(self._requests)):
+            self._send(shard, ("tick", now))
+        with self._replies:
+            if self._errors:
+                raise RuntimeError(f"an analysis worker failed: {self._errors.pop(0)}")
+            events, self._ticked = self._ticked, []
+            return events
+
     @property
     def pids(self) -> list[int]:
         """Process ids of the workers (for monitoring)."""
@@ -519,7 +622,9 @@ class ShardedAnalysisProcessor:
                         self._errors.append(str(payload[0][1]))
                         continue
                     events = [LiveEvent(k, d, views=v) for k, d, v in payload]
-                    if kind == "closed":
+                    if kind == "ticked":
+                        self._ticked.extend(events)
+                    elif kind == "closed":
                         self._closed[session_id] = events
                     else:
                         self._outbox.setdefault(session_id, []).extend(events)
@@ -701,6 +806,9 @@ def _coalesce(messages: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
     open_run: dict[int, int] = {}  # session -> index in ``out`` of its block that may grow
     for kind, item in messages:
+        if kind == "tick":
+            out.append((kind, item))
+            continue
         if kind != "process":
             open_run.pop(item if kind == "close" else item.session_id, None)
             out.append((kind, item))
@@ -728,6 +836,8 @@ def _call(proc: AnalysisProcessor, kind: str, item: Any) -> tuple[str, int, list
         events, session_id, reply = proc.process(item), item.session_id, "events"
     elif kind == "vitals":
         events, session_id, reply = proc.vitals(item), item.session_id, "events"
+    elif kind == "tick":
+        events, session_id, reply = proc.tick(item), -1, "ticked"
     else:
         events, session_id, reply = proc.close_stream(item), item, "closed"
     return reply, session_id, [(e.kind, dict(e.data), e.views) for e in events]
@@ -808,6 +918,10 @@ class _Session:
     ) -> None:
         self.session_id = block.session_id
         self.patient_id = block.patient_id
+        self.replay = block.replay
+        #: Sample-clock time of the latest data, and the wall-clock time it arrived.
+        self.last_data_t: float | None = None
+        self.last_arrival: float | None = None
         self.t0 = block.started_at.timestamp()
         self.started_at = block.started_at
         self.fs = block.fs
@@ -857,6 +971,27 @@ class _Session:
         self.quality_ok = False  # unknown until the first window is judged
         self.next_quality = seq + round(self.config.quality.window_s * self.fs)
         self.next_hr = seq + round(self.config.hr_update_s * self.fs)
+
+    def note_data(self, t: float, arrival: float, now: float) -> None:
+        """Samples up to ``t`` (sample clock) arrived at ``arrival``: the device is not silent.
+
+        The engine hears of it at once (its silence is measured from ``t``;
+        an open device-silent alarm resolves).
+        """
+        self.last_data_t = t if self.last_data_t is None else max(t, self.last_data_t)
+        self.last_arrival = arrival if self.last_arrival is None else max(arrival, self.last_arrival)
+        self.note_alarms(self.engine.on_data(t), now)
+
+    def adopt(self, parked: _Session) -> None:
+        """Carry on the alarms of an ended stream of this session (it resumes)."""
+        self.engine = parked.engine
+        self.alarm_ids = parked.alarm_ids
+        self.last_data_t, self.last_arrival = parked.last_data_t, parked.last_arrival
+
+    def park(self) -> None:
+        """The stream ended: drop the signal state, keep what the alarms need."""
+        self.restart(self.next_seq)
+        self.outbox, self.pending_beats, self.pending_hr = [], [], []
 
     def t_of(self, seq: int) -> float:
         """Epoch seconds of sample ``seq``."""

@@ -7,6 +7,13 @@ pipeline (R peaks, beat classification, alarms) is one such processor;
 :class:`DisplayProcessor`, shipped here, only produces the display trace, so
 that ``/live`` works without a model.
 
+A processor may also have a ``tick(now)`` method (:class:`TickingProcessor`):
+the server then calls it about once a second, in the same worker thread, so
+that time-driven conditions (a device gone silent, an acknowledgement made in
+the dashboard) are noticed while no data arrives. The events it returns name
+their stream themselves (``patient_id``, ``session_id``, ``replay`` in
+``data``), as they may concern streams whose connection has ended.
+
 Calls for one recording session are made one at a time and in the order
 the blocks were stored (which is not always ``seq`` order: a late frame is
 stored when it arrives, see :attr:`StoredBlock.kind`). Calls for different
@@ -33,6 +40,7 @@ __all__ = [
     "LiveEvent",
     "StoredBlock",
     "StreamProcessor",
+    "TickingProcessor",
     "VitalsReading",
 ]
 
@@ -148,6 +156,19 @@ class StreamProcessor(Protocol):
         ...
 
 
+class TickingProcessor(StreamProcessor, Protocol):
+    """A stream processor with time-driven work (optional: the server checks for ``tick``)."""
+
+    def tick(self, now: float) -> Sequence[LiveEvent]:
+        """Time-driven events at wall-clock time ``now`` (seconds since the epoch).
+
+        Each event's ``data`` carries ``patient_id``, ``session_id`` and
+        ``replay``: the server publishes it to that patient's topics (an
+        event without a patient is dropped).
+        """
+        ...
+
+
 class DisplayProcessor:
     """The display trace: a causal 0.5-40 Hz band-pass, per session.
 
@@ -228,6 +249,10 @@ class DisplayProcessor:
         """Forget the session's filter state."""
         with self._lock:
             self._streams.pop(session_id, None)
+        return []
+
+    def tick(self, now: float) -> Sequence[LiveEvent]:
+        """Nothing is time-driven in the display trace."""
         return []
 
     def decimation(self, fs: float) -> int:

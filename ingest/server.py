@@ -21,6 +21,13 @@ Per device connection (:class:`IngestServer`), three tasks share a
   :class:`~ingest.processing.StreamProcessor` in another worker thread and
   publishes the events it returns.
 
+When the processor has a ``tick`` method (:class:`~ingest.processing.TickingProcessor`,
+e.g. :class:`~ingest.pipeline.AnalysisProcessor`), one more task, the
+**ticker**, calls it about once a second in the processor's worker thread
+and publishes its events: that is how a device gone silent (connected or
+not) raises its alarm, and how acknowledgements made in the dashboard reach
+the alarm engines.
+
 Database work runs in a dedicated thread pool (one thread for SQLite, whose
 writers queue for one lock anyway; a few for PostgreSQL) and the processor
 in another, so neither ever blocks the event loop. Each device is served
@@ -373,7 +380,10 @@ class IngestServer:
     live_queue_size : int
         Bound of each browser's queue (see :mod:`ingest.fanout`).
     wall_clock : callable
-        Seconds since the epoch (token expiry); injectable for tests.
+        Seconds since the epoch (token expiry, the processor's ticks);
+        injectable for tests.
+    tick_interval_s : float
+        Period of the processor's ``tick`` calls (where it has one).
 
     Examples
     --------
@@ -398,9 +408,12 @@ class IngestServer:
         hello_timeout_s: float = 10.0,
         live_queue_size: int = 256,
         wall_clock: Callable[[], float] = time.time,
+        tick_interval_s: float = 1.0,
     ) -> None:
         if max_pending_frames < 1 or max_batch_frames < 1:
             raise ValueError("`max_pending_frames` and `max_batch_frames` must be at least 1")
+        if not tick_interval_s > 0:
+            raise ValueError(f"`tick_interval_s` must be positive, got {tick_interval_s}")
         self.db = db
         self.fanout: FanOut = fanout if fanout is not None else InMemoryFanOut()
         self._owns_fanout = fanout is None
@@ -413,6 +426,10 @@ class IngestServer:
         self.live_queue_size = live_queue_size
         self._live_secret = live_secret_key(live_secret)
         self._wall_clock = wall_clock
+        self.tick_interval_s = tick_interval_s
+        self._ticker: asyncio.Task[None] | None = None
+        #: Failed ``tick`` calls of the processor (logged; the ticker carries on).
+        self.tick_errors = 0
         self._requested_port = port
         if storage_workers is None:
             storage_workers = 1 if db.engine.dialect.name == "sqlite" else 4
@@ -439,6 +456,9 @@ class IngestServer:
             max_size=self.limits.max_frame_bytes * _WIRE_LIMIT_FACTOR,
         )
         self._started_at = time.monotonic()
+        tick = getattr(self.processor, "tick", None)
+        if callable(tick):
+            self._ticker = asyncio.create_task(self._tick_loop(tick), name="ingest-ticker")
         logger.info("ingest server listening on %s", self.url)
 
     @property
@@ -498,7 +518,12 @@ class IngestServer:
         await self.stop()
 
     async def _release(self) -> None:
-        """Wait for the worker threads, then close what the server owns."""
+        """Stop the ticker, wait for the worker threads, then close what the server owns."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
         loop = asyncio.get_running_loop()
         for pool in (self._storage_pool, self._processing_pool):
             await loop.run_in_executor(None, functools.partial(pool.shutdown, wait=True, cancel_futures=True))
@@ -816,6 +841,31 @@ class IngestServer:
             return
         for event in events:
             self._publish(stream, event.kind, event.data, event.views)
+
+    async def _tick_loop(self, tick: Callable[[float], Sequence[LiveEvent]]) -> None:
+        """Call the processor's ``tick`` every ``tick_interval_s`` off the loop; publish its events."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.tick_interval_s)
+            try:
+                events = await loop.run_in_executor(self._processing_pool, tick, self._wall_clock())
+            except Exception:  # a processor bug must not stop the ticks; it is logged and counted
+                self.tick_errors += 1
+                logger.exception("stream processor tick failed")
+                continue
+            for event in events:
+                self._publish_event(event)
+
+    def _publish_event(self, event: LiveEvent) -> None:
+        """Publish a tick event to the topics of the patient it names (none without a patient)."""
+        patient = event.data.get("patient_id")
+        if not isinstance(patient, int):
+            return
+        message = {"type": event.kind, **event.data}
+        if "patient" in event.views:
+            self.fanout.publish(patient_topic(patient), message)
+        if "central" in event.views:
+            self.fanout.publish(central_topic(patient), message)
 
     def _publish(
         self,

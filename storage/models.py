@@ -97,6 +97,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: The ward a clinician works on; ``None``: every ward (a site without wards).
+    ward: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     assignments: Mapped[list[CaregiverAssignment]] = relationship(
@@ -114,6 +116,8 @@ class Patient(Base):
     name: Mapped[str] = mapped_column(String(200))
     date_of_birth: Mapped[date | None] = mapped_column(Date)
     alarm_limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: The ward the patient lies on; ``None``: not on a ward.
+    ward: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     devices: Mapped[list[Device]] = relationship(back_populates="patient")

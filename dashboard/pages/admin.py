@@ -41,6 +41,7 @@ def layout(**_query: Any) -> html.Div:
                 [
                     dcc.Input(id="new-username", placeholder="username", className="form-control"),
                     dcc.Input(id="new-display", placeholder="display name", className="form-control"),
+                    dcc.Input(id="new-user-ward", placeholder="ward (optional)", className="form-control"),
                     dcc.Dropdown(
                         id="new-role",
                         options=[r.value for r in Role],
@@ -64,6 +65,7 @@ def layout(**_query: Any) -> html.Div:
                 [
                     dcc.Input(id="new-patient", placeholder="patient name", className="form-control"),
                     dcc.Input(id="new-mrn", placeholder="MRN (optional)", className="form-control"),
+                    dcc.Input(id="new-patient-ward", placeholder="ward (optional)", className="form-control"),
                     html.Button("Add patient", id="add-patient", className="btn btn-ack", n_clicks=0),
                     dcc.Dropdown(id="assign-user", placeholder="caregiver", className="cm-filter-small"),
                     dcc.Dropdown(id="assign-patient", placeholder="patient", className="cm-filter-small"),
@@ -126,12 +128,14 @@ def tables(_changed: Any) -> tuple[Any, ...]:
         audit = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(_AUDIT_ROWS)))
         names = {u.id: u.username for u in users}
         user_rows = [
-            [u.username, u.display_name, u.role.value, "active" if u.is_active else "disabled"] for u in users
+            [u.username, u.display_name, u.role.value, u.ward or "", "active" if u.is_active else "disabled"]
+            for u in users
         ]
         patient_rows = [
             [
                 p.name,
                 p.mrn or "",
+                p.ward or "",
                 ", ".join(names[a.user_id] for a in assignments if a.patient_id == p.id),
                 json.dumps(p.alarm_limits or {}),
             ]
@@ -157,8 +161,8 @@ def tables(_changed: Any) -> tuple[Any, ...]:
         caregivers = [{"label": u.username, "value": u.id} for u in users if u.role == Role.CAREGIVER]
         patient_options = [{"label": p.name, "value": p.id} for p in patients]
     return (
-        _table(["User", "Name", "Role", "State"], user_rows),
-        _table(["Patient", "MRN", "Caregivers", "Alarm limits"], patient_rows),
+        _table(["User", "Name", "Role", "Ward", "State"], user_rows),
+        _table(["Patient", "MRN", "Ward", "Caregivers", "Alarm limits"], patient_rows),
         _table(["Device", "Patient", "Last seen", ""], device_rows),
         _table(["At (UTC)", "Actor", "Action", "Target", "Details"], audit_rows, table_id="audit-table"),
         caregivers,
@@ -176,9 +180,17 @@ def tables(_changed: Any) -> tuple[Any, ...]:
     State("new-display", "value"),
     State("new-role", "value"),
     State("new-password", "value"),
+    State("new-user-ward", "value"),
     prevent_initial_call=True,
 )
-def add_user(_n: int, username: str | None, display: str | None, role: str, password: str | None) -> Any:
+def add_user(
+    _n: int,
+    username: str | None,
+    display: str | None,
+    role: str,
+    password: str | None,
+    ward: str | None = None,
+) -> Any:
     """Create a user (argon2 hash; audited)."""
     _require_admin()
     try:
@@ -189,6 +201,7 @@ def add_user(_n: int, username: str | None, display: str | None, role: str, pass
             role,
             display_name=display or "",
             actor=current_user.actor,
+            ward=ward,
         )
     except AuthError as exc:
         return str(exc), dash.no_update
@@ -204,10 +217,17 @@ def add_user(_n: int, username: str | None, display: str | None, role: str, pass
     State("new-mrn", "value"),
     State("assign-user", "value"),
     State("assign-patient", "value"),
+    State("new-patient-ward", "value"),
     prevent_initial_call=True,
 )
 def patients(
-    _a: int, _b: int, name: str | None, mrn: str | None, user: int | None, patient: int | None
+    _a: int,
+    _b: int,
+    name: str | None,
+    mrn: str | None,
+    user: int | None,
+    patient: int | None,
+    ward: str | None = None,
 ) -> Any:
     """Add a patient, or assign one to a caregiver."""
     _require_admin()
@@ -218,7 +238,7 @@ def patients(
         assign_patient(db, current_user.actor, int(user), int(patient))
         return "Assigned.", utcnow().timestamp()
     try:
-        add_patient(db, current_user.actor, name or "", mrn)
+        add_patient(db, current_user.actor, name or "", mrn, ward=ward)
     except ValueError as exc:
         return str(exc), dash.no_update
     return f"Patient {name} added.", utcnow().timestamp()

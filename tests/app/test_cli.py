@@ -177,3 +177,17 @@ class TestUserCli:
         again = CliRunner().invoke(cli, base, env=env)
         assert again.exit_code == 1
         assert "bob" in again.output
+
+    def test_ward(self, tmp_path: Path) -> None:
+        args = ["user", "add", "carol", "--role", "clinician", "--ward", "Cardiology"]
+        args += ["--instance-dir", str(tmp_path), "--password", "a long enough secret"]
+        assert CliRunner().invoke(cli, args).exit_code == 0
+        from storage import Database, User
+
+        db = Database()
+        db.init(None, instance_path=tmp_path)
+        try:
+            with db.session() as session:
+                assert session.query(User).filter_by(username="carol").one().ward == "Cardiology"
+        finally:
+            db.dispose()

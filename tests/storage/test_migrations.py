@@ -44,3 +44,38 @@ class TestUpgrade:
                 conn.execute(text(statement))
         with engine.connect() as conn:
             assert conn.execute(text("SELECT actor FROM audit_log")).scalars().all() == ["system"]
+
+
+class TestWards:
+    """0001 -> 0002 adds ``ward`` columns; existing rows survive both ways."""
+
+    def test_upgrade_keeps_rows(self, engine: Engine) -> None:
+        downgrade(engine, "0001")
+        assert "ward" not in {c["name"] for c in inspect(engine).get_columns("patients")}
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO patients (name, alarm_limits, created_at) "
+                    "VALUES ('Ada', '{}', '2026-01-01 00:00:00')"
+                )
+            )
+            patient_id = conn.execute(text("SELECT id FROM patients")).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO alarms (patient_id, kind, priority, state, started_at, detail) "
+                    "VALUES (:p, 'vtach', 'high', 'active', '2026-01-01 00:00:00', '')"
+                ),
+                {"p": patient_id},
+            )
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name, ward FROM patients")).all() == [("Ada", None)]
+            assert conn.execute(text("SELECT count(*) FROM alarms")).scalar_one() == 1
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE patients SET ward = 'ICU'"))
+        downgrade(engine, "0001")  # and back: the rows (not the wards) stay
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name FROM patients")).scalars().all() == ["Ada"]
+            assert conn.execute(text("SELECT count(*) FROM alarms")).scalar_one() == 1
+        upgrade(engine)
