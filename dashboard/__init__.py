@@ -35,6 +35,7 @@ from dashboard.components import (
     LOGIN_PAGE,
     ack_note_input,
     alarm_badge,
+    alarm_history_table,
     alarm_table,
     attrs,
     empty_state,
@@ -62,6 +63,7 @@ from dashboard.figures import (
     is_stale,
     min_max_envelope,
     strip_figure,
+    trend_figure,
 )
 from dashboard.queries import (
     REPLAY_FIRMWARE_PREFIX,
@@ -113,6 +115,7 @@ __all__ = [
     "add_patient",
     "alarm_badge",
     "alarm_history",
+    "alarm_history_table",
     "alarm_rows",
     "alarm_style",
     "alarm_table",
@@ -154,6 +157,7 @@ __all__ = [
     "run_dashboard",
     "set_alarm_limits",
     "strip_figure",
+    "trend_figure",
     "verify_password",
     "visible_patient_ids",
     "visible_patients",

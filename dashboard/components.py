@@ -22,6 +22,7 @@ __all__ = [
     "LOGIN_PAGE",
     "ack_note_input",
     "alarm_badge",
+    "alarm_history_table",
     "alarm_table",
     "attrs",
     "empty_state",
@@ -72,6 +73,8 @@ def attrs(**values: str) -> dict[str, Any]:
 def navbar(user: Any | None, csrf_token: str = "") -> html.Header:
     """The top bar: links by role, theme and sound switches, the user, logout (a CSRF-protected POST)."""
     links = [("Central station", "/"), ("Alarms", "/alarms"), ("History", "/history")]
+    if user is not None and user.role == "caregiver":
+        links.insert(0, ("My patients", "/my-patients"))
     if user is not None and can_administer(user.role):
         links.append(("Admin", "/admin"))
     who = f"{user.display_name} · {user.role}" if user is not None else ""
@@ -273,4 +276,45 @@ def alarm_table(rows: Sequence[Any], role: str, *, show_patient: bool = True) ->
             [html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(body)], className="table cm-table"
         ),
         className="cm-table-wrap",
+    )
+
+
+def alarm_history_table(rows: Sequence[Any], *, element_id: str | None = None) -> html.Div:
+    """A read-only alarm history (:class:`dashboard.queries.AlarmRow`, newest first): no buttons.
+
+    Each row shows the priority with its IEC colour and marker, the alarm,
+    when it started, its state, and when and by whom it was acknowledged.
+    """
+    props: dict[str, Any] = {"className": "cm-table-wrap"}
+    if element_id is not None:
+        props["id"] = element_id
+    if not rows:
+        return html.Div(empty_state("No alarms in this period."), **props)
+    head = ["Priority", "Alarm", "Started", "State", "Acknowledged"]
+    body = []
+    for row in sorted(rows, key=lambda r: (r.started_at, r.id), reverse=True):
+        acked = (
+            f"{row.acknowledged_at:%Y-%m-%d %H:%M:%S} by {row.acknowledged_by or 'unknown'}"
+            if row.acknowledged_at is not None
+            else ""
+        )
+        cells: list[Any] = [
+            alarm_badge(row.priority, row.priority, acknowledged=row.state != "active"),
+            f"{row.kind} {row.detail}".strip(),
+            f"{row.started_at:%Y-%m-%d %H:%M:%S}",
+            html.Span(row.state, className=f"cm-state cm-state-{row.state}"),
+            acked,
+        ]
+        body.append(
+            html.Tr(
+                [html.Td(c) for c in cells],
+                id=f"history-row-{row.id}",
+                **attrs(data_state=str(row.state)),
+            )
+        )
+    return html.Div(
+        html.Table(
+            [html.Thead(html.Tr([html.Th(h) for h in head])), html.Tbody(body)], className="table cm-table"
+        ),
+        **props,
     )

@@ -282,7 +282,8 @@ def _init_security(server: flask.Flask, db: Database) -> None:
                 flask.session.clear()  # a new session on login
                 login_user(user)
                 flask.session["seen"] = time.time()
-                return flask.redirect(_safe_next(flask.request.args.get("next")))
+                target = flask.request.args.get("next")
+                return flask.redirect(_safe_next(target) if target else _home(user.role))
         elif flask.request.method == "POST":
             message = "The form expired. Please try again."
         status = 401 if message else 200
@@ -344,6 +345,11 @@ def _safe_next(target: str | None) -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
     return target
+
+
+def _home(role: str) -> str:
+    """Where a user lands after login without ``next``: caregivers on their patients, others centrally."""
+    return "/my-patients" if role == "caregiver" else "/"
 
 
 def _init_live_token(server: flask.Flask, db: Database) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "is_stale",
     "min_max_envelope",
     "strip_figure",
+    "trend_figure",
 ]
 
 #: Beat classes: letter -> (name, colour). Colours differ in hue and lightness
@@ -66,6 +67,7 @@ MISSING = "\u2013"
 
 _TRACE_COLOUR = "#111111"
 _CAL_MARGIN_S = 0.4  # the calibration mark sits left of the sweep, in this many seconds of paper
+_TREND_COLOURS = {"HR (bpm)": "#2ecc71", "SpO2 (%)": "#4da3ff", "Temp (°C)": "#f39c12"}
 _PAPER = {"minor": "rgba(230, 90, 90, 0.22)", "major": "rgba(230, 90, 90, 0.55)", "bg": "#fff7f5"}
 
 
@@ -536,6 +538,81 @@ def history_figure(
     fig.update_yaxes(gridcolor="#2b3643" if dark else "#dde3ea")
     if x_range is not None:
         fig.update_xaxes(range=list(x_range))
+    return fig
+
+
+def trend_figure(
+    vitals: Mapping[str, tuple[Sequence[datetime], Sequence[float | None]]],
+    *,
+    x_range: tuple[datetime, datetime] | None = None,
+    theme: str = "dark",
+) -> go.Figure:
+    """A small trend of vital signs: one row per series that has at least one value.
+
+    Parameters
+    ----------
+    vitals : mapping
+        ``{"HR (bpm)": (times, values), "SpO2 (%)": ..., "Temp (°C)": ...}``;
+        ``None`` values are gaps, and a series without any value is left out.
+    x_range : (datetime, datetime), optional
+        The time axis (for example the last 24 h); default: the data's extent.
+    theme : {"dark", "light"}
+        Colours around the plot.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Empty (no rows, an annotation saying so) when no series has a value.
+
+    Raises
+    ------
+    ValueError
+        If a series' times and values differ in length.
+    """
+    rows: list[tuple[str, list[datetime], list[float | None]]] = []
+    for name, (times, values) in vitals.items():
+        if len(times) != len(values):
+            raise ValueError(f"`{name}` has {len(times)} times and {len(values)} values")
+        if any(v is not None and math.isfinite(v) for v in values):
+            rows.append(
+                (name, list(times), [v if v is not None and math.isfinite(v) else None for v in values])
+            )
+    dark = theme != "light"
+    if not rows:
+        fig = go.Figure()
+        fig.add_annotation(text="No vital signs in this period", showarrow=False, x=0.5, y=0.5)
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+    else:
+        fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.06)
+        for row, (name, times, values) in enumerate(rows, start=1):
+            fig.add_trace(
+                go.Scatter(
+                    x=times,
+                    y=values,
+                    mode="lines+markers",
+                    marker={"size": 3},
+                    line={"width": 1.5, "color": _TREND_COLOURS.get(name, "#4da3ff")},
+                    name=name,
+                    connectgaps=False,
+                ),
+                row=row,
+                col=1,
+            )
+            fig.update_yaxes(title={"text": name, "font": {"size": 11}}, row=row, col=1)
+        if x_range is not None:
+            fig.update_xaxes(range=list(x_range))
+    grid = "#2a3440" if dark else "#d8dee6"
+    fig.update_xaxes(gridcolor=grid)
+    fig.update_yaxes(gridcolor=grid)
+    fig.update_layout(
+        height=70 + 90 * max(len(rows), 1),
+        margin={"l": 8, "r": 8, "t": 8, "b": 8},
+        showlegend=False,
+        paper_bgcolor="#10151c" if dark else "#ffffff",
+        plot_bgcolor="#0b0f14" if dark else "#ffffff",
+        font={"color": "#e8edf2" if dark else "#1b1f24", "size": 11},
+    )
     return fig
 
 

@@ -95,6 +95,8 @@ class TestRoles:
     ) -> None:
         dash_duo.start_server(app_factory(), navigate=False)
         browser_login(dash_duo, "care")
+        dash_duo.wait_for_element(f"#my-patient-{seeded.ada}")  # caregivers land on their patients
+        dash_duo.driver.get(dash_duo.server.url + "/")
         dash_duo.wait_for_element(f"#tile-{seeded.ada}")
         assert dash_duo.find_elements(f"#tile-{seeded.bob}") == []
         dash_duo.driver.get(dash_duo.server.url + "/alarms")
@@ -110,6 +112,8 @@ class TestRoles:
     ) -> None:
         dash_duo.start_server(app_factory(), navigate=False)
         browser_login(dash_duo, "care")
+        dash_duo.wait_for_element(f"#my-patient-{seeded.ada}")  # caregivers land on their patients
+        dash_duo.driver.get(dash_duo.server.url + "/")
         dash_duo.wait_for_element(f"#tile-{seeded.ada}")
         http = requests.Session()
         # Flask-Login's "strong" session protection ties the session to the browser's user agent.
@@ -145,6 +149,39 @@ class TestRoles:
         assert states[seeded.bob_alarm] == AlarmState.ACTIVE
         refused = [t for _, a, t in _audit_actions(db) if a == "alarm.acknowledge_refused"]
         assert refused == [f"alarm:{seeded.ada_alarm}", f"alarm:{seeded.bob_alarm}"]
+
+
+class TestCaregiverView:
+    def test_caregiver_lands_on_read_only_patient_cards(
+        self, dash_duo: Any, app_factory: Any, seeded: Any, browser_login: Any, screenshot: Any
+    ) -> None:
+        dash_duo.start_server(app_factory(), navigate=False)
+        browser_login(dash_duo, "care")
+        card = f"#my-patient-{seeded.ada}"
+        dash_duo.wait_for_element(f"{card} .js-plotly-plot", timeout=10)
+        assert dash_duo.driver.current_url.endswith("/my-patients")
+        assert "Ada Lovelace" in dash_duo.find_element(card).text
+        assert dash_duo.find_elements(f"#my-patient-{seeded.bob}") == []
+        assert "Bob Babbage" not in dash_duo.find_element("#my-patients-cards").text
+        row = f"#history-row-{seeded.ada_alarm}"
+        dash_duo.wait_for_contains_text(row, "pvc isolated PVC")
+        assert dash_duo.find_element(f"{row} .cm-alarm.alarm-medium").text.startswith("**")
+        assert dash_duo.find_element(f"{row} .cm-state").text == "active"
+        assert dash_duo.find_elements(f"#history-row-{seeded.bob_alarm}") == []
+        assert "75" in dash_duo.find_element(f"{card} .cm-vitals").text
+        assert dash_duo.find_elements("button.btn-ack") == []
+        assert dash_duo.find_elements(f"{card} button") == []
+        assert any(link.text == "My patients" for link in dash_duo.find_elements(".cm-navlink"))
+        screenshot(dash_duo, "caregiver_view")
+
+    def test_clinician_opens_it_with_the_patients_they_can_see(
+        self, dash_duo: Any, app_factory: Any, seeded: Any, browser_login: Any
+    ) -> None:
+        dash_duo.start_server(app_factory(), navigate=False)
+        browser_login(dash_duo, "clin", next_path="/my-patients")
+        dash_duo.wait_for_element(f"#my-patient-{seeded.bob}")
+        dash_duo.wait_for_element(f"#my-patient-{seeded.ada}")
+        assert dash_duo.find_elements("button.btn-ack") == []
 
 
 class TestAlarms:

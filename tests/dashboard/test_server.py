@@ -173,3 +173,15 @@ class TestFactory:
     def test_never_imports_torch(self) -> None:
         code = "import sys, dashboard; sys.exit('torch' in sys.modules)"
         assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+class TestLanding:
+    def test_caregiver_lands_on_my_patients(self, app_factory: Any, seeded: Any) -> None:
+        client = app_factory().server.test_client()
+        html = client.get("/login").get_data(as_text=True)
+        token = html.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+        response = client.post(
+            "/login", data={"csrf_token": token, "username": "care", "password": "correct horse battery"}
+        )
+        assert response.headers["Location"] == "/my-patients"
+        assert client.get("/my-patients", headers={"Accept": "text/html"}).status_code == 200
