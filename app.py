@@ -214,7 +214,6 @@ def serve(
     from ingest.pipeline import AnalysisProcessor
     from ingest.server import ServeOptions, run_server
     from sigproc.records import MITDB_RECORDS
-    from storage import Database, upgrade
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is noise
@@ -227,9 +226,7 @@ def serve(
     wildcard = host in ("0.0.0.0", "::", "")
     live_url = f"ws://{'{host}' if wildcard else host}:{ingest_port}/live"
 
-    db = Database()
-    db.init(database_url, instance_path=instance_dir)
-    upgrade(db.engine)
+    db = _open_database(database_url, instance_dir)
     dash_app = create_app(database=db, instance_path=instance_dir, live_url=live_url, live_secret=live_secret)
     web = run_dashboard(dash_app, host=host, port=port)
     options = ServeOptions(
@@ -277,13 +274,9 @@ def user_add(
 ) -> None:
     """Create a user; the password is stored only as an argon2 hash."""
     from dashboard import AuthError, create_user
-    from storage import Database, upgrade
 
-    instance_dir.mkdir(parents=True, exist_ok=True)
-    db = Database()
-    db.init(database_url, instance_path=instance_dir)
+    db = _open_database(database_url, instance_dir)
     try:
-        upgrade(db.engine)
         user_id = create_user(db, username, password, role, display_name=display_name, ward=ward, actor="cli")
     except AuthError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -324,14 +317,11 @@ def replay(
 
     from ingest.replay import ensure_replay_devices, run_replay
     from sigproc.records import MITDB_RECORDS
-    from storage import Database, upgrade
 
     names = _records_option(records, MITDB_RECORDS, "mitdb")
     noise_type: Literal["ma", "bw"] | None = "ma" if noise == "ma" else "bw" if noise == "bw" else None
-    db = Database()
-    db.init(database_url, instance_path=instance_dir)
+    db = _open_database(database_url, instance_dir)
     try:
-        upgrade(db.engine)
         tokens = ensure_replay_devices(db, names)
     finally:
         db.dispose()
@@ -383,8 +373,6 @@ def evaluate_qrs_cmd(
     report: Path | None,
 ) -> None:
     """Score R-peak detection the ANSI/AAMI EC57 way (150 ms window)."""
-    from tqdm import tqdm
-
     from sigproc.qrs_evaluation import evaluate_qrs, format_qrs_table, write_qrs_report
     from sigproc.records import MITDB_RECORDS, NSTDB_TEST_RECORDS
 
@@ -396,7 +384,7 @@ def evaluate_qrs_cmd(
         data_dir=data_dir,
         channel=channel,
         peers=peers,
-        progress=lambda it: tqdm(list(it), desc="records", unit="record"),
+        progress=_progress("records", "record"),
     )
     click.echo(format_qrs_table(result))
     _write_json(json_path, result)
@@ -430,8 +418,6 @@ def evaluate_denoise_cmd(
     plot: Path | None,
 ) -> None:
     """Score band-pass, wavelet and EMD denoising on noise-stress mixtures and NSTDB records."""
-    from tqdm import tqdm
-
     from sigproc.denoise_evaluation import (
         MIXTURE_RECORDS,
         evaluate_denoise,
@@ -446,7 +432,7 @@ def evaluate_denoise_cmd(
         records=names,
         segment_s=segment_s,
         nstdb_seconds=nstdb_seconds,
-        progress=lambda it: tqdm(list(it), desc="denoise", unit="step"),
+        progress=_progress("denoise", "step"),
     )
     click.echo(format_denoise_table(result))
     _write_json(json_path, result)
@@ -573,6 +559,31 @@ def _records_option(value: str, known: Sequence[str], database: str) -> list[str
             param_hint="--records",
         )
     return names
+
+
+def _open_database(database_url: str | None, instance_dir: Path) -> Any:
+    """The database (``DATABASE_URL`` or SQLite in the instance folder), migrated to head.
+
+    The caller disposes of it; a failed migration disposes of it here.
+    """
+    from storage import Database, upgrade
+
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    db = Database()
+    db.init(database_url, instance_path=instance_dir)
+    try:
+        upgrade(db.engine)
+    except BaseException:
+        db.dispose()
+        raise
+    return db
+
+
+def _progress(desc: str, unit: str) -> Any:
+    """A tqdm progress bar over an iterable, for the evaluation runners."""
+    from tqdm import tqdm
+
+    return lambda items: tqdm(list(items), desc=desc, unit=unit)
 
 
 def _write_json(path: Path, payload: Any) -> None:

@@ -21,7 +21,15 @@ from sigproc.denoise_evaluation import (
     format_denoise_table,
     write_strip_plot,
 )
-from sigproc.filters import FilterSpec, StreamingFilter, bandpass, design_sos, notch, remove_baseline
+from sigproc.filters import (
+    FilterSpec,
+    StreamingFilter,
+    bandpass,
+    design_sos,
+    notch,
+    remove_baseline,
+    zero_phase,
+)
 from sigproc.normalize import NORMALIZE_METHODS, normalize
 from sigproc.peaks import StreamingPeakDetector, detect_r_peaks
 from sigproc.qrs_evaluation import (
@@ -140,4 +148,5 @@ __all__ = [
     "synthetic_ecg",
     "write_qrs_report",
     "write_strip_plot",
+    "zero_phase",
 ]

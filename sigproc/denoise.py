@@ -126,7 +126,7 @@ from numpy.typing import ArrayLike, NDArray
 from PyEMD import EMD
 
 from sigproc._checks import as_signal, check_fs, check_positive
-from sigproc.filters import _filtfilt, bandpass, design_sos
+from sigproc.filters import bandpass, design_sos, zero_phase
 
 __all__ = [
     "DENOISE_METHODS",
@@ -522,7 +522,7 @@ class _WindowProcessor:
 
     def __call__(self, seg: NDArray[np.float64], lo: int, hi: int) -> NDArray[np.float64]:
         # The same zero-phase filter as filters.bandpass, designed once.
-        y = _filtfilt(self._sos, seg)[lo:hi]
+        y = zero_phase(self._sos, seg)[lo:hi]
         for stage in self.stages[1:]:
             if stage == "emd":
                 y = _emd_gate(y, self.fs, self.emd_cfg, self._emd)

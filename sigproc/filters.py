@@ -42,6 +42,7 @@ __all__ = [
     "design_sos",
     "notch",
     "remove_baseline",
+    "zero_phase",
 ]
 
 FilterKind = Literal["bandpass", "highpass", "lowpass", "notch"]
@@ -181,7 +182,7 @@ def bandpass(
     True
     """
     sos = design_sos("bandpass", fs, low_hz=low_hz, high_hz=high_hz, order=order)
-    return _filtfilt(sos, x)
+    return zero_phase(sos, x)
 
 
 def remove_baseline(
@@ -193,13 +194,13 @@ def remove_baseline(
     matter [2]_.
     """
     sos = design_sos("highpass", fs, low_hz=cutoff_hz, order=order)
-    return _filtfilt(sos, x)
+    return zero_phase(sos, x)
 
 
 def notch(x: ArrayLike, fs: float, freq_hz: float = 50.0, *, quality: float = 30.0) -> NDArray[np.float64]:
     """Remove power-line interference at ``freq_hz`` (50 or 60 Hz) with a zero-phase notch."""
     sos = design_sos("notch", fs, notch_hz=freq_hz, quality=quality)
-    return _filtfilt(sos, x)
+    return zero_phase(sos, x)
 
 
 class StreamingFilter:
@@ -316,10 +317,13 @@ class StreamingFilter:
         return out
 
 
-# Internals -------------------------------------------------------------------
+def zero_phase(sos: NDArray[np.float64], x: ArrayLike) -> NDArray[np.float64]:
+    """Forward-backward filtering of ``x`` along its first axis with ``sos``.
 
-
-def _filtfilt(sos: NDArray[np.float64], x: ArrayLike) -> NDArray[np.float64]:
+    The zero-phase form behind :func:`bandpass`, :func:`remove_baseline` and
+    :func:`notch`, for any sections from :func:`design_sos`. Inputs shorter
+    than the default padding get the padding that fits.
+    """
     arr = as_signal(x, ndim=(1, 2))
     # sosfiltfilt pads by 3x the filter length; short inputs get what fits.
     padlen = min(3 * (2 * sos.shape[0] + 1), arr.shape[0] - 1)
