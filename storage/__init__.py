@@ -26,6 +26,7 @@ from storage.migrate import (
 )
 from storage.models import (
     Alarm,
+    ApiToken,
     AppendOnlyError,
     AuditEntry,
     Base,
@@ -71,6 +72,7 @@ __all__ = [
     "Alarm",
     "AlarmPriority",
     "AlarmState",
+    "ApiToken",
     "AppendOnlyError",
     "AuditEntry",
     "Base",

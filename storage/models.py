@@ -39,6 +39,7 @@ from storage.types import UTCDateTime, utcnow
 
 __all__ = [
     "Alarm",
+    "ApiToken",
     "AppendOnlyError",
     "AuditEntry",
     "Base",
@@ -207,6 +208,8 @@ class SignalChunk(Base):
     codec: Mapped[str] = mapped_column(String(32))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     checksum: Mapped[str] = mapped_column(String(64))
+    #: Id of the data key the payload is encrypted under; ``None``: stored in clear.
+    key_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
@@ -294,6 +297,26 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(128))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ApiToken(Base):
+    """A bearer token of an EHR system that reads the FHIR API.
+
+    Only the SHA-256 of the token is stored; the token itself is shown once
+    when an administrator issues it. ``ward`` scopes the token like a
+    clinician (``None``: every patient); a revoked token is refused.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    ward: Mapped[str | None] = mapped_column(String(64))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AppendOnlyError(RuntimeError):
