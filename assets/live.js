@@ -39,6 +39,14 @@
     if (title) { el.title = title; }
   }
   function fmt(v, d) { return (v === null || v === undefined || !isFinite(v)) ? "–" : Number(v).toFixed(d); }
+  // The /live URL the dashboard gave: a bare path is on this page's origin (behind a reverse proxy),
+  // and an https page always uses wss:// (browsers refuse ws:// from it, and the token must not leak).
+  function liveSocketUrl(url) {
+    var secure = window.location.protocol === "https:";
+    if (url.charAt(0) === "/") { return (secure ? "wss://" : "ws://") + window.location.host + url; }
+    if (secure && url.indexOf("ws://") === 0) { return "wss://" + url.slice(5); }
+    return url;
+  }
 
   // ---------------------------------------------------------------- connection
   var conn = null;   // {key, ws, view, patientId, closed, retry, timer}
@@ -94,7 +102,7 @@
           scheduleReconnect(c, 15);
           return;
         }
-        var ws = new WebSocket(res.body.url);
+        var ws = new WebSocket(liveSocketUrl(res.body.url));
         c.ws = ws;
         ws.onopen = function () {
           var msg = {type: "subscribe", token: res.body.token, view: c.view};
@@ -361,6 +369,20 @@
     stats.updates += 1;
   }
 
+  // Dash replaces the tiles, canvases included, on every refresh: redraw the mini-traces at once
+  // (a MutationObserver runs before the next paint), so they never flash blank.
+  var tilesObserver = null, observedTiles = null;
+
+  function watchTiles() {
+    var el = document.getElementById("central-tiles");
+    if (el === observedTiles) { return; }
+    if (tilesObserver) { tilesObserver.disconnect(); tilesObserver = null; }
+    observedTiles = el;
+    if (!el || !window.MutationObserver) { return; }
+    tilesObserver = new MutationObserver(function () { if (conn && conn.view === "central") { drawMini(); } });
+    tilesObserver.observe(el, {childList: true, subtree: true});
+  }
+
   // ---------------------------------------------------------------- staleness
   function updateStatus() {
     if (!conn) { return; }
@@ -382,10 +404,65 @@
   }
 
   // ---------------------------------------------------------------- theme
+  // Bootstrap 5.3's data-bs-theme on <html>; the index page's inline script sets it before first paint.
+  function currentTheme() {
+    return document.documentElement.getAttribute("data-bs-theme") === "light" ? "light" : "dark";
+  }
+
+  // The server draws Plotly figures (history, trends, event strips, the live ECG's frame) in the
+  // dark palette of dashboard/figures.py; in the light theme their frame, text, grid and the light
+  // ECG line are swapped for light-theme colours here. Only colours of that palette are swapped:
+  // ECG paper, traces on it and alarm colours stay as drawn.
+  var LIGHT_COLOURS = {"#10151c": "#ffffff", "#0b0f14": "#ffffff", "#e8edf2": "#1b1f24",
+    "#2b3643": "#dde3ea", "#2a3440": "#d8dee6", "#7fdbff": "#0b6e99"};
+  var DARK_COLOURS = {};
+  Object.keys(LIGHT_COLOURS).forEach(function (k) { DARK_COLOURS[LIGHT_COLOURS[k]] = DARK_COLOURS[LIGHT_COLOURS[k]] || k; });
+  DARK_COLOURS["#ffffff"] = null;  // ambiguous (paper or plot): resolved per key below
+
+  function themeFigures(theme) {
+    if (!window.Plotly) { return; }
+    document.querySelectorAll(".js-plotly-plot").forEach(function (gd) {
+      var layout = gd.layout;
+      if (!layout) { return; }
+      if (gd.cmTheme === theme && gd.cmLayout === layout) { return; }  // done, and not redrawn since
+      var swap = theme === "light" ? LIGHT_COLOURS : DARK_COLOURS;
+      var darkOf = {paper_bgcolor: "#10151c", plot_bgcolor: "#0b0f14"};
+      var update = {};
+      function put(key, value) {
+        if (typeof value !== "string") { return; }
+        var to = swap[value.toLowerCase()];
+        if (to === null) { to = darkOf[key]; }
+        if (to) { update[key] = to; }
+      }
+      put("paper_bgcolor", layout.paper_bgcolor);
+      put("plot_bgcolor", layout.plot_bgcolor);
+      put("font.color", layout.font && layout.font.color);
+      Object.keys(layout).forEach(function (key) {
+        if (/^[xy]axis\d*$/.test(key) && layout[key]) { put(key + ".gridcolor", layout[key].gridcolor); }
+      });
+      var lines = [], colours = [];
+      (gd.data || []).forEach(function (trace, i) {
+        var c = trace.line && typeof trace.line.color === "string" ? swap[trace.line.color.toLowerCase()] : undefined;
+        if (c) { lines.push(i); colours.push(c); }
+      });
+      gd.cmTheme = theme;
+      gd.cmLayout = layout;
+      if (Object.keys(update).length) { window.Plotly.relayout(gd, update); }
+      if (lines.length) { window.Plotly.restyle(gd, {"line.color": colours}, lines); }
+    });
+  }
+
   function applyTheme(theme) {
-    document.body.classList.toggle("theme-light", theme === "light");
+    if (document.documentElement.getAttribute("data-bs-theme") !== theme) {
+      document.documentElement.setAttribute("data-bs-theme", theme);
+    }
+    themeFigures(theme);
     var b = document.getElementById("cm-theme-toggle");
-    if (b) { b.textContent = theme === "light" ? "Dark" : "Light"; }
+    if (b) {
+      var label = theme === "light" ? "Dark" : "Light";
+      if (b.textContent !== label) { b.textContent = label; }
+      b.setAttribute("aria-pressed", theme === "light" ? "true" : "false");
+    }
   }
 
   // ---------------------------------------------------------------- sound
@@ -446,7 +523,7 @@
     var target = ev.target;
     if (!(target instanceof Element)) { return; }
     if (target.id === "cm-theme-toggle") {
-      var theme = document.body.classList.contains("theme-light") ? "dark" : "light";
+      var theme = currentTheme() === "light" ? "dark" : "light";
       try { localStorage.setItem("cm-theme", theme); } catch (e) { /* private mode */ }
       applyTheme(theme);
     } else if (target.id === "cm-sound-toggle") {
@@ -465,7 +542,20 @@
   });
 
   // ---------------------------------------------------------------- main loop
+  // The navigation link of the page on screen: aria-current for screen readers, and styled.
+  function markNav() {
+    var path = window.location.pathname;
+    document.querySelectorAll(".cm-navlink").forEach(function (a) {
+      var here = a.getAttribute("href") === path;
+      if (here !== (a.getAttribute("aria-current") === "page")) {
+        if (here) { a.setAttribute("aria-current", "page"); } else { a.removeAttribute("aria-current"); }
+      }
+    });
+  }
+
   function tick() {
+    markNav();
+    watchTiles();
     var target = currentTarget();
     if (!target) { if (conn) { disconnect(); } }
     else if (!conn || conn.key !== target.key) { disconnect(); connect(target); stats.view = target.key; }
@@ -473,7 +563,7 @@
 
   function start() {
     var theme = "dark";
-    try { theme = localStorage.getItem("cm-theme") || "dark"; } catch (e) { /* private mode */ }
+    try { theme = localStorage.getItem("cm-theme") === "light" ? "light" : "dark"; } catch (e) { /* private mode */ }
     applyTheme(theme);
     setInterval(tick, 300);
     setInterval(function () {
@@ -482,7 +572,7 @@
     }, FLUSH_MS);
     setInterval(updateStatus, 500);
     setInterval(soundTick, 500);
-    setInterval(function () { applyTheme(document.body.classList.contains("theme-light") ? "light" : "dark"); }, 1000);
+    setInterval(function () { applyTheme(currentTheme()); }, 1000);  // Dash re-renders the toggle
   }
 
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", start); }

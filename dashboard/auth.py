@@ -3,7 +3,7 @@
 The pure parts (hashing, :class:`LoginThrottle`, :func:`is_user_activity`)
 are plain functions and classes that the unit tests call directly; the
 Flask wiring (login page, guard, CSRF, cookies) lives in
-:mod:`dashboard.security`, which :func:`dashboard.create_app` installs.
+:mod:`dashboard.factory`, which :func:`dashboard.create_app` installs.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -21,10 +22,11 @@ from flask_login import UserMixin
 from sqlalchemy import func, select
 
 from dashboard.access import normalize_ward
-from storage import Database, Role, User, append_audit
+from storage import AuditEntry, Database, Role, User, append_audit, utcnow
 
 __all__ = [
     "MIN_PASSWORD_CHARS",
+    "AuditLoginThrottle",
     "AuthError",
     "LoginThrottle",
     "SessionUser",
@@ -196,7 +198,10 @@ class LoginThrottle:
 
     After ``max_failures`` failures within ``window_s`` seconds, the key is
     locked for ``lockout_s`` seconds; a success clears its failures. State is
-    in memory, per process (see the module notes for several processes).
+    in memory, per process: a restart forgets it and several processes each
+    count their own. The dashboard uses :class:`AuditLoginThrottle`, which
+    reads the audit log instead; this one suits tests and tools without a
+    database.
 
     Examples
     --------
@@ -250,8 +255,110 @@ class LoginThrottle:
                 self._locked_until.pop(key, None)
 
 
+@dataclass(frozen=True)
+class AuditLoginThrottle:
+    """Login throttling read from the audit log: it holds across processes and restarts.
+
+    :func:`authenticate` writes an ``auth.login_failed`` entry (with the
+    username and the client address) for every failure and an ``auth.login``
+    entry for every success; this throttle counts them instead of keeping
+    state of its own, so every dashboard process sharing the database sees
+    the same failures, and a restart forgets none.
+
+    A key is locked while at least ``max_failures`` failures for it, newer
+    than ``window_s`` seconds and than its last successful login, are in
+    the log and the newest of them is less than ``lockout_s`` seconds old.
+    When the lockout ends, one more failure within the window locks the key
+    again. Keys are ``"user:<name>"`` (case-insensitive) and
+    ``"addr:<address>"``, as :func:`authenticate` passes them.
+
+    Parameters
+    ----------
+    db : Database
+        The database whose audit log :func:`authenticate` writes.
+    max_failures : int
+        Failures that lock a key (at least 1).
+    window_s, lockout_s : float
+        Positive durations in seconds.
+    clock : callable
+        The current time as an aware UTC datetime (tests pass a fixed one).
+
+    Examples
+    --------
+    >>> throttle = AuditLoginThrottle(db, max_failures=5, window_s=900, lockout_s=300)  # doctest: +SKIP
+    >>> throttle.locked("user:alice", "addr:10.0.0.7")  # doctest: +SKIP
+    False
+    """
+
+    db: Database
+    max_failures: int = 5
+    window_s: float = 900.0
+    lockout_s: float = 300.0
+    clock: Callable[[], datetime] = utcnow
+
+    def __post_init__(self) -> None:
+        if self.max_failures < 1:
+            raise ValueError(f"`max_failures` must be at least 1, got {self.max_failures}")
+        if self.window_s <= 0 or self.lockout_s <= 0:
+            raise ValueError(
+                f"`window_s` and `lockout_s` must be positive, got {self.window_s} and {self.lockout_s}"
+            )
+
+    def locked(self, *keys: str) -> bool:
+        """Whether any of ``keys`` is locked now.
+
+        Raises
+        ------
+        ValueError
+            For a key that is neither ``"user:..."`` nor ``"addr:..."``.
+        """
+        now = self.clock()
+        since = now - timedelta(seconds=self.window_s)
+        with self.db.session() as session:
+            for key in keys:
+                kind, _, value = key.partition(":")
+                if kind == "user":
+                    match = func.lower(AuditEntry.details["username"].as_string()) == value.lower()
+                elif kind == "addr":
+                    match = AuditEntry.details["remote"].as_string() == value
+                else:
+                    raise ValueError(f"throttle keys must start with 'user:' or 'addr:', got {key!r}")
+                rows = session.execute(
+                    select(AuditEntry.action, AuditEntry.at)
+                    .where(AuditEntry.at >= since, AuditEntry.action.in_(_LOGIN_ACTIONS), match)
+                    .order_by(AuditEntry.at, AuditEntry.id)
+                ).all()
+                failures: list[datetime] = []
+                for action, at in rows:
+                    if action == "auth.login":
+                        failures.clear()  # a success ends the run of failures
+                    else:
+                        failures.append(at)
+                if (
+                    len(failures) >= self.max_failures
+                    and (now - failures[-1]).total_seconds() < self.lockout_s
+                ):
+                    return True
+        return False
+
+    def failure(self, *keys: str) -> None:
+        """Nothing to keep: :func:`authenticate`'s ``auth.login_failed`` entry is the record."""
+
+    def success(self, *keys: str) -> None:
+        """Nothing to keep: the ``auth.login`` entry ends the run of failures."""
+
+
+# The audit actions AuditLoginThrottle reads.
+_LOGIN_ACTIONS = ("auth.login", "auth.login_failed")
+
+
 def authenticate(
-    db: Database, username: str, password: str, *, throttle: LoginThrottle, remote: str
+    db: Database,
+    username: str,
+    password: str,
+    *,
+    throttle: LoginThrottle | AuditLoginThrottle,
+    remote: str,
 ) -> tuple[SessionUser | None, str]:
     """Check a login attempt, throttle and audit it.
 
@@ -261,8 +368,10 @@ def authenticate(
         Where the users are.
     username, password : str
         What the form sent.
-    throttle : LoginThrottle
-        Failure counter, keyed by username and by remote address.
+    throttle : LoginThrottle or AuditLoginThrottle
+        Failure counter, keyed by username and by remote address. Failures
+        and successes are audited either way, with the username and the
+        address, which is what :class:`AuditLoginThrottle` counts.
     remote : str
         Client address, for throttling and the audit log.
 
@@ -289,7 +398,9 @@ def authenticate(
             return None, "Wrong username or password."
         if _HASHER.check_needs_rehash(user.password_hash):
             user.password_hash = _HASHER.hash(password)
-        append_audit(session, f"user:{user.id}", "auth.login", details={"remote": remote})
+        append_audit(
+            session, f"user:{user.id}", "auth.login", details={"username": name[:64], "remote": remote}
+        )
         found = SessionUser(user.id, user.username, user.display_name, Role(user.role))
     throttle.success(*keys)
     return found, ""

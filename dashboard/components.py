@@ -15,11 +15,14 @@ import dash_bootstrap_components as dbc
 from dash import dcc, html
 
 from dashboard.access import can_acknowledge, can_administer
-from dashboard.figures import alarm_style, beat_summary, format_age, format_value, is_stale
+from dashboard.figures import MISSING, alarm_style, beat_summary, format_age, format_value, is_stale
 
 __all__ = [
     "EMPTY_PATIENTS",
+    "INDEX_STRING",
     "LOGIN_PAGE",
+    "PUBLIC_STYLESHEETS",
+    "THEME_SCRIPT",
     "ack_note_input",
     "alarm_badge",
     "alarm_history_table",
@@ -37,32 +40,63 @@ EMPTY_PATIENTS = (
     "or `cardiac-monitor replay 100`, or ask an administrator to assign patients to you."
 )
 
-#: The login page (a plain Flask page, so it works without the Dash bundles).
-LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Sign in · Cardiac Monitor</title>
+#: Sets Bootstrap's ``data-bs-theme`` on ``<html>`` from the browser's stored choice before the first
+#: paint (no flash of the wrong theme); ``assets/live.js`` toggles it and stores ``cm-theme``.
+THEME_SCRIPT = (
+    "<script>(function(){var t='dark';try{t=localStorage.getItem('cm-theme')==='light'?'light':'dark';}"
+    "catch(e){}document.documentElement.setAttribute('data-bs-theme',t);})();</script>"
+)
+
+#: Dash's page template with the theme attribute and :data:`THEME_SCRIPT`.
+INDEX_STRING = f"""<!DOCTYPE html>
+<html lang="en" data-bs-theme="dark">
+    <head>
+        {{%metas%}}
+        <title>{{%title%}}</title>
+        {{%favicon%}}
+        {THEME_SCRIPT}
+        {{%css%}}
+    </head>
+    <body>
+        {{%app_entry%}}
+        <footer>
+            {{%config%}}
+            {{%scripts%}}
+            {{%renderer%}}
+        </footer>
+    </body>
+</html>"""
+
+#: The static stylesheets the login page links; they carry no patient data, so the guard serves
+#: them without a session (see :mod:`dashboard.factory`).
+PUBLIC_STYLESHEETS = ("/assets/bootstrap.min.css", "/assets/monitor.css")
+
+#: The login page: a plain Flask page (it works without the Dash bundles), styled by the same
+#: Bootstrap and monitor stylesheets as the app, in the browser's stored theme.
+LOGIN_PAGE = (
+    """<!doctype html>
+<html lang="en" data-bs-theme="dark"><head><meta charset="utf-8"><title>Sign in · Cardiac Monitor</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;
-background:#0b0f14;color:#e8edf2;font:18px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif}
-form{background:#151b23;padding:2rem 2.2rem;border-radius:10px;min-width:320px;
-box-shadow:0 8px 30px rgba(0,0,0,.5)}
-h1{font-size:1.5rem;margin:0 0 1.2rem}h1 span{color:#e0001b}
-label{display:block;margin:.8rem 0 .3rem;font-size:.95rem;color:#aab6c3}
-input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.6rem .7rem;font-size:1.05rem;
-border-radius:6px;border:1px solid #3a4654;background:#0b0f14;color:#e8edf2}
-input:focus,button:focus{outline:3px solid #4da3ff;outline-offset:2px}
-button{margin-top:1.4rem;width:100%;padding:.7rem;font-size:1.05rem;border:0;border-radius:6px;
-background:#1f6feb;color:#fff;cursor:pointer}
-.error{margin-top:1rem;color:#ff8a8a}
-</style></head>
-<body><form method="post" id="login-form" autocomplete="off">
-<h1><span>&#9829;</span> Cardiac Monitor</h1>
+"""
+    + THEME_SCRIPT
+    + "".join(f'\n<link rel="stylesheet" href="{href}">' for href in PUBLIC_STYLESHEETS)
+    + """
+</head>
+<body class="cm-login">
+<main class="card cm-login-card">
+<form method="post" id="login-form" autocomplete="off" class="card-body">
+<h1 class="cm-login-title"><span class="cm-logo" aria-hidden="true">&#9829;</span> Cardiac Monitor</h1>
 {{ form.csrf_token }}
-<label for="username">Username</label>{{ form.username(id="username", autofocus=true) }}
-<label for="password">Password</label>{{ form.password(id="password") }}
-<button type="submit" id="login-button">Sign in</button>
-{% if message %}<div class="error" id="login-error" role="alert">{{ message }}</div>{% endif %}
-</form></body></html>"""
+<div class="mb-3"><label for="username" class="form-label">Username</label>
+{{ form.username(id="username", autofocus=true, class_="form-control form-control-lg") }}</div>
+<div class="mb-3"><label for="password" class="form-label">Password</label>
+{{ form.password(id="password", class_="form-control form-control-lg") }}</div>
+<button type="submit" id="login-button" class="btn btn-ack btn-lg w-100">Sign in</button>
+{% if message %}
+<div class="alert alert-danger mt-3 mb-0" id="login-error" role="alert">{{ message }}</div>
+{% endif %}
+</form></main></body></html>"""
+)
 
 
 def attrs(**values: str) -> dict[str, Any]:
@@ -80,6 +114,8 @@ def navbar(user: Any | None, csrf_token: str = "") -> html.Header:
     who = f"{user.display_name} · {user.role}" if user is not None else ""
     return html.Header(
         [
+            # The first Tab stop: past the navigation to the page (Dash's page container).
+            html.A("Skip to content", href="#_pages_content", className="visually-hidden-focusable cm-skip"),
             html.Div([html.Span("♥", className="cm-logo"), " Cardiac Monitor"], className="cm-brand"),
             html.Nav(
                 [dcc.Link(text, href=href, className="cm-navlink") for text, href in links],
@@ -97,8 +133,10 @@ def navbar(user: Any | None, csrf_token: str = "") -> html.Header:
                     html.Button(
                         "Light",
                         id="cm-theme-toggle",
+                        type="button",
                         className="btn btn-outline",
-                        title="Switch between dark and light theme",
+                        title="Switch between dark and light theme (remembered in this browser)",
+                        **attrs(aria_pressed="false"),
                     ),
                     html.Span(who, id="cm-user", className="cm-user"),
                     html.Form(
@@ -201,7 +239,13 @@ def patient_tile(tile: Any, now: datetime) -> html.A:
                 ],
                 className="cm-vitals",
             ),
-            html.Div(beat_summary(tile.beat_counts), className="cm-beats", title="Beats in the last minute"),
+            html.Div(
+                [
+                    html.Span(beat_summary(tile.beat_counts), title="Beats in the last minute"),
+                    _signal_badge(tile.signal, stale=stale),
+                ],
+                className="cm-beats",
+            ),
             html.Div(alarm, className="cm-tile-alarm"),
             html.Div(
                 [
@@ -218,14 +262,28 @@ def patient_tile(tile: Any, now: datetime) -> html.A:
     )
 
 
-def alarm_table(rows: Sequence[Any], role: str, *, show_patient: bool = True) -> html.Div:
+def _signal_badge(signal: str | None, *, stale: bool) -> html.Span:
+    """Signal quality on a tile: good, the open technical problems, or unknown (no or stale data)."""
+    if signal is None or stale:
+        text, css = f"signal {MISSING}", "cm-signal"
+    elif signal == "good":
+        text, css = "signal good", "cm-signal cm-signal-good"
+    else:
+        text, css = f"signal: {signal}", "cm-signal cm-signal-bad"
+    return html.Span(text, className=css, title="Signal quality (technical alarms of the analysis)")
+
+
+def alarm_table(
+    rows: Sequence[Any], role: str, *, show_patient: bool = True, empty: str = "No alarms match."
+) -> html.Div:
     """Alarms (:class:`dashboard.queries.AlarmRow`) with acknowledge controls for clinicians.
 
     The acknowledge buttons carry pattern-matching ids ``{"type": "ack",
     "alarm": id}``; the server checks the role again when one is pressed.
+    Without rows, the ``empty`` text says so.
     """
     if not rows:
-        return empty_state("No alarms match.")
+        return empty_state(empty)
     ack = can_acknowledge(role)
     head = [
         "Priority",

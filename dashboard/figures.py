@@ -307,7 +307,8 @@ def ecg_paper_figure(
         xanchor="right",
         yanchor="bottom",
         showarrow=False,
-        font={"size": 12},
+        font={"size": 13, "color": "#333"},  # on the paper, like the lead labels, in either theme
+        bgcolor="rgba(255, 247, 245, 0.85)",
     )
     _frame(fig, theme, height=int(160 * n + 30))
     fig.update_layout(

@@ -52,6 +52,7 @@ from storage import (
 
 __all__ = [
     "REPLAY_FIRMWARE_PREFIX",
+    "SIGNAL_PROBLEMS",
     "AlarmRow",
     "BeatPoint",
     "EcgWindow",
@@ -71,10 +72,19 @@ __all__ = [
     "register_device",
     "revoke_device",
     "set_alarm_limits",
+    "unassign_patient",
 ]
 
 #: Firmware prefix of the replay client's devices (``ingest.replay`` sets it).
 REPLAY_FIRMWARE_PREFIX = "replay:"
+
+#: Open technical alarms (``ingest.alarms``) and how a tile names the signal problem they mean.
+SIGNAL_PROBLEMS = {
+    "lead_off": "lead off",
+    "flat_line": "flat line",
+    "device_silent": "no data",
+    "poor_signal": "poor",
+}
 
 #: Beats counted for a tile's rhythm summary, seconds back from the newest beat.
 SUMMARY_WINDOW_S = 60.0
@@ -113,6 +123,8 @@ class PatientTile:
     battery: float | None
     replay: bool
     top_alarm: AlarmRow | None
+    #: ``"good"``, the open signal problems (:data:`SIGNAL_PROBLEMS`), or ``None`` before any data.
+    signal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +187,7 @@ def patient_tiles(session: Session, user_id: int, role: str) -> list[PatientTile
         )
         seen = [t for t in (last_chunk, vitals.t if vitals else None, newest_beat) if t is not None]
         alarms = [_alarm_row(a, patient.name) for a in open_alarms(session, patient.id)]
+        problems = sorted({SIGNAL_PROBLEMS[a.kind] for a in alarms if a.kind in SIGNAL_PROBLEMS})
         tiles.append(
             PatientTile(
                 patient_id=patient.id,
@@ -190,6 +203,7 @@ def patient_tiles(session: Session, user_id: int, role: str) -> list[PatientTile
                     device is not None and (device.firmware or "").startswith(REPLAY_FIRMWARE_PREFIX)
                 ),
                 top_alarm=_top_alarm(alarms),
+                signal=", ".join(problems) if problems else ("good" if seen else None),
             )
         )
     return tiles
@@ -416,6 +430,23 @@ def assign_patient(db: Database, actor: str, user_id: int, patient_id: int) -> N
                 target=f"user:{user_id}",
                 details={"patient_id": patient_id},
             )
+
+
+def unassign_patient(db: Database, actor: str, user_id: int, patient_id: int) -> bool:
+    """Stop a caregiver following a patient; audited. Whether there was such an assignment."""
+    with db.session() as session:
+        assignment = session.get(CaregiverAssignment, (user_id, patient_id))
+        if assignment is None:
+            return False
+        session.delete(assignment)
+        append_audit(
+            session,
+            actor,
+            "assignment.delete",
+            target=f"user:{user_id}",
+            details={"patient_id": patient_id},
+        )
+        return True
 
 
 def register_device(db: Database, actor: str, device_uid: str, patient_id: int | None) -> str:

@@ -10,9 +10,9 @@ from dash import Input, Output, State, callback, dcc, html
 from flask_login import current_user
 from sqlalchemy import select
 
-from dashboard.access import can_administer, current_db
-from dashboard.auth import AuthError, create_user
-from dashboard.components import empty_state
+from dashboard.access import AccessDeniedError, can_administer, current_db
+from dashboard.auth import MIN_PASSWORD_CHARS, AuthError, create_user
+from dashboard.components import attrs, empty_state
 from dashboard.queries import (
     add_patient,
     assign_patient,
@@ -20,7 +20,9 @@ from dashboard.queries import (
     register_device,
     revoke_device,
     set_alarm_limits,
+    unassign_patient,
 )
+from dashboard.users import UserAdminError, reset_password, set_user_active, set_user_role
 from storage import AuditEntry, CaregiverAssignment, Device, Patient, Role, User, utcnow
 
 dash.register_page(__name__, path="/admin", name="Admin", title="Admin · Cardiac Monitor")
@@ -52,12 +54,36 @@ def layout(**_query: Any) -> html.Div:
                     dcc.Input(
                         id="new-password",
                         type="password",
-                        placeholder="password (10+ characters)",
+                        placeholder=f"password ({MIN_PASSWORD_CHARS}+ chars)",
                         className="form-control",
                     ),
                     html.Button("Add user", id="add-user", className="btn btn-ack", n_clicks=0),
                 ],
                 className="cm-form",
+            ),
+            html.Div(
+                [
+                    dcc.Dropdown(id="edit-user", placeholder="user to change", className="cm-filter-small"),
+                    dcc.Dropdown(
+                        id="edit-role",
+                        options=[r.value for r in Role],
+                        placeholder="role",
+                        clearable=False,
+                        className="cm-filter-small",
+                    ),
+                    dcc.Input(id="edit-ward", placeholder="ward (blank: none)", className="form-control"),
+                    html.Button("Save role and ward", id="save-user", className="btn btn-ack", n_clicks=0),
+                    dcc.Input(
+                        id="edit-password",
+                        type="password",
+                        placeholder=f"new password ({MIN_PASSWORD_CHARS}+ chars)",
+                        className="form-control",
+                        autoComplete="new-password",
+                    ),
+                    html.Button("Reset password", id="reset-password", className="btn", n_clicks=0),
+                ],
+                className="cm-form",
+                id="edit-user-form",
             ),
             html.Div(id="admin-users"),
             html.H2("Patients and caregivers", className="cm-subtitle"),
@@ -74,6 +100,8 @@ def layout(**_query: Any) -> html.Div:
                 className="cm-form",
             ),
             html.Div(id="admin-patients"),
+            html.H3("Caregiver assignments", className="cm-subtitle cm-subtitle-small"),
+            html.Div(id="admin-assignments"),
             html.H2("Devices", className="cm-subtitle"),
             html.Div(
                 [
@@ -111,6 +139,8 @@ def layout(**_query: Any) -> html.Div:
     Output("admin-patients", "children"),
     Output("admin-devices", "children"),
     Output("admin-audit", "children"),
+    Output("admin-assignments", "children"),
+    Output("edit-user", "options"),
     Output("assign-user", "options"),
     Output("assign-patient", "options"),
     Output("device-patient", "options"),
@@ -118,7 +148,7 @@ def layout(**_query: Any) -> html.Div:
     Input("admin-changed", "data"),
 )
 def tables(_changed: Any) -> tuple[Any, ...]:
-    """Users, patients with their caregivers, devices and the newest audit lines."""
+    """Users, patients with their caregivers, assignments, devices and the newest audit lines."""
     _require_admin()
     with current_db().session() as session:
         users = list(session.scalars(select(User).order_by(User.username)))
@@ -128,7 +158,17 @@ def tables(_changed: Any) -> tuple[Any, ...]:
         audit = list(session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(_AUDIT_ROWS)))
         names = {u.id: u.username for u in users}
         user_rows = [
-            [u.username, u.display_name, u.role.value, u.ward or "", "active" if u.is_active else "disabled"]
+            [
+                u.username,
+                u.display_name,
+                u.role.value,
+                u.ward or "",
+                html.Span(
+                    "active" if u.is_active else "disabled",
+                    className="cm-state-ok" if u.is_active else "cm-state-disabled",
+                ),
+                _active_button(u.id, u.username, u.is_active, own=u.id == current_user.id),
+            ]
             for u in users
         ]
         patient_rows = [
@@ -158,13 +198,36 @@ def tables(_changed: Any) -> tuple[Any, ...]:
             [f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor, e.action, e.target or "", json.dumps(e.details)]
             for e in audit
         ]
+        patient_names = {p.id: p.name for p in patients}
+        assignment_rows = [
+            [
+                names[a.user_id],
+                patient_names.get(a.patient_id, f"#{a.patient_id}"),
+                f"{a.created_at:%Y-%m-%d %H:%M}",
+                html.Button(
+                    "Remove",
+                    id={"type": "unassign", "user": a.user_id, "patient": a.patient_id},
+                    className="btn btn-warn btn-sm",
+                    n_clicks=0,
+                    **attrs(
+                        aria_label=f"Remove {names[a.user_id]} from {patient_names.get(a.patient_id, '')}"
+                    ),
+                ),
+            ]
+            for a in sorted(
+                assignments, key=lambda a: (names[a.user_id], patient_names.get(a.patient_id, ""))
+            )
+        ]
+        user_options = [{"label": f"{u.username} ({u.role.value})", "value": u.id} for u in users]
         caregivers = [{"label": u.username, "value": u.id} for u in users if u.role == Role.CAREGIVER]
         patient_options = [{"label": p.name, "value": p.id} for p in patients]
     return (
-        _table(["User", "Name", "Role", "Ward", "State"], user_rows),
+        _table(["User", "Name", "Role", "Ward", "State", ""], user_rows, table_id="users-table"),
         _table(["Patient", "MRN", "Ward", "Caregivers", "Alarm limits"], patient_rows),
         _table(["Device", "Patient", "Last seen", ""], device_rows),
         _table(["At (UTC)", "Actor", "Action", "Target", "Details"], audit_rows, table_id="audit-table"),
+        _table(["Caregiver", "Patient", "Since (UTC)", ""], assignment_rows, table_id="assignments-table"),
+        user_options,
         caregivers,
         patient_options,
         patient_options,
@@ -277,9 +340,7 @@ def add_device(_n: int, uid: str | None, patient: int | None) -> Any:
 def revoke(clicks: list[int | None]) -> Any:
     """Revoke the pressed device."""
     _require_admin()
-    trigger = dash.ctx.triggered_id
-    if not isinstance(trigger, dict) or not any(clicks):
-        raise dash.exceptions.PreventUpdate
+    trigger = _pressed()
     revoke_device(current_db(), current_user.actor, int(trigger["device"]), utcnow())
     return "Device revoked.", utcnow().timestamp()
 
@@ -304,10 +365,113 @@ def save_limits(_n: int, patient: int | None, text: str | None) -> Any:
     return "Alarm limits saved.", utcnow().timestamp()
 
 
+@callback(
+    Output("edit-role", "value"),
+    Output("edit-ward", "value"),
+    Input("edit-user", "value"),
+    prevent_initial_call=True,
+)
+def pick_user(user_id: int | None) -> tuple[Any, Any]:
+    """Fill the edit form with the chosen user's role and ward."""
+    _require_admin()
+    if user_id is None:
+        return None, ""
+    with current_db().session() as session:
+        user = session.get(User, int(user_id))
+        if user is None:
+            raise dash.exceptions.PreventUpdate
+        return Role(user.role).value, user.ward or ""
+
+
+@callback(
+    Output("admin-message", "children", allow_duplicate=True),
+    Output("admin-changed", "data", allow_duplicate=True),
+    Output("edit-password", "value"),
+    Input("save-user", "n_clicks"),
+    Input("reset-password", "n_clicks"),
+    State("edit-user", "value"),
+    State("edit-role", "value"),
+    State("edit-ward", "value"),
+    State("edit-password", "value"),
+    prevent_initial_call=True,
+)
+def edit_user(
+    _save: int, _reset: int, user_id: int | None, role: str | None, ward: str | None, password: str | None
+) -> Any:
+    """Change the chosen user's role and ward, or reset their password (checked and audited)."""
+    _require_admin()
+    if user_id is None:
+        return "Choose a user.", dash.no_update, dash.no_update
+    db = current_db()
+    try:
+        if dash.ctx.triggered_id == "reset-password":
+            reset_password(db, current_user.id, int(user_id), password or "")
+            return "Password reset.", utcnow().timestamp(), ""
+        set_user_role(db, current_user.id, int(user_id), role or "", ward)
+    except (UserAdminError, AccessDeniedError) as exc:
+        return str(exc), dash.no_update, dash.no_update
+    return "User updated.", utcnow().timestamp(), dash.no_update
+
+
+@callback(
+    Output("admin-message", "children", allow_duplicate=True),
+    Output("admin-changed", "data", allow_duplicate=True),
+    Input({"type": "user-active", "user": dash.ALL, "set": dash.ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def toggle_user(_clicks: list[int | None]) -> Any:
+    """Disable or enable the pressed user (not yourself, never the last active admin)."""
+    _require_admin()
+    trigger = _pressed()
+    active = trigger["set"] == "enable"
+    try:
+        set_user_active(current_db(), current_user.id, int(trigger["user"]), active)
+    except (UserAdminError, AccessDeniedError) as exc:
+        return str(exc), dash.no_update
+    return ("User enabled." if active else "User disabled."), utcnow().timestamp()
+
+
+@callback(
+    Output("admin-message", "children", allow_duplicate=True),
+    Output("admin-changed", "data", allow_duplicate=True),
+    Input({"type": "unassign", "user": dash.ALL, "patient": dash.ALL}, "n_clicks"),
+    prevent_initial_call=True,
+)
+def unassign(_clicks: list[int | None]) -> Any:
+    """Remove the pressed caregiver assignment."""
+    _require_admin()
+    trigger = _pressed()
+    unassign_patient(current_db(), current_user.actor, int(trigger["user"]), int(trigger["patient"]))
+    return "Assignment removed.", utcnow().timestamp()
+
+
 def _require_admin() -> None:
     """Refuse (no update) unless the user is an admin: pages are not the only way to call callbacks."""
     if not can_administer(current_user.role):
         raise dash.exceptions.PreventUpdate
+
+
+def _pressed() -> dict[str, Any]:
+    """The pattern-matching id of the button just pressed; no update when none was (a re-render)."""
+    trigger = dash.ctx.triggered_id
+    pressed = dash.ctx.triggered[0].get("value") if dash.ctx.triggered else None
+    if not isinstance(trigger, dict) or not pressed:
+        raise dash.exceptions.PreventUpdate
+    return dict(trigger)
+
+
+def _active_button(user_id: int, username: str, active: bool, *, own: bool) -> Any:
+    """Disable (or enable) a user; none on your own row, which you cannot disable."""
+    if own:
+        return html.Span("you", className="cm-muted")
+    action = "disable" if active else "enable"
+    return html.Button(
+        action.capitalize(),
+        id={"type": "user-active", "user": user_id, "set": action},
+        className="btn btn-sm " + ("btn-warn" if active else "btn-outline"),
+        n_clicks=0,
+        **attrs(aria_label=f"{action.capitalize()} {username}"),
+    )
 
 
 def _table(head: list[str], rows: list[list[Any]], table_id: str | None = None) -> Any:

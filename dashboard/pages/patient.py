@@ -144,7 +144,7 @@ def refresh_alarms(_n: int | None, _ack: Any, pathname: str | None) -> Any:
             patient_ids=[int(pid_text)],
             states=["active", "acknowledged"],
         )
-    return alarm_table(rows, current_user.role, show_patient=False)
+    return alarm_table(rows, current_user.role, show_patient=False, empty="No active alarms.")
 
 
 def _figure(leads: tuple[str, ...], fs: float, speed: float, gain: float) -> go.Figure:

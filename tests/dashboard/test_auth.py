@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select
 
 from dashboard.auth import (
+    AuditLoginThrottle,
     AuthError,
     LoginThrottle,
     authenticate,
@@ -15,7 +18,7 @@ from dashboard.auth import (
     load_session_user,
     verify_password,
 )
-from storage import AuditEntry, Database, Role, User
+from storage import AuditEntry, Database, Role, User, utcnow
 
 
 class TestHashPassword:
@@ -93,6 +96,55 @@ class TestLoginThrottle:
             LoginThrottle(lockout_s=0)
 
 
+class TestAuditLoginThrottle:
+    """The throttle the dashboard uses: failures counted in the audit log, shared by processes."""
+
+    def test_basic(self, db: Database) -> None:
+        create_user(db, "alice", "correct horse battery", "clinician")
+        first = AuditLoginThrottle(db, max_failures=3, window_s=900, lockout_s=300)
+        for _ in range(3):
+            user, _ = authenticate(db, "alice", "wrong password!", throttle=first, remote="10.0.0.1")
+            assert user is None
+        # Another process, or the same one after a restart: a new throttle on the same database.
+        restarted = AuditLoginThrottle(db, max_failures=3, window_s=900, lockout_s=300)
+        assert restarted.locked("user:ALICE")
+        assert restarted.locked("addr:10.0.0.1")
+        assert not restarted.locked("user:bob", "addr:10.0.0.2")
+        user, message = authenticate(
+            db, "alice", "correct horse battery", throttle=restarted, remote="10.0.0.9"
+        )
+        assert user is None  # the right password does not get through a lockout
+        assert "Too many failed attempts" in message
+        with db.session() as session:
+            actions = [a.action for a in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+        assert actions[-1] == "auth.login_throttled"
+
+    def test_edge_cases(self, db: Database) -> None:
+        create_user(db, "alice", "correct horse battery", "clinician")
+        now = [utcnow()]
+        throttle = AuditLoginThrottle(db, max_failures=2, window_s=600, lockout_s=60, clock=lambda: now[0])
+        authenticate(db, "alice", "wrong password!", throttle=throttle, remote="a")
+        assert not throttle.locked("user:alice")  # one failure of two
+        user, _ = authenticate(db, "alice", "correct horse battery", throttle=throttle, remote="a")
+        assert user is not None
+        authenticate(db, "alice", "wrong password!", throttle=throttle, remote="a")
+        assert not throttle.locked("user:alice")  # the success ended the earlier run
+        authenticate(db, "alice", "wrong password!", throttle=throttle, remote="a")
+        assert throttle.locked("user:alice")
+        now[0] = utcnow() + timedelta(seconds=61)
+        assert not throttle.locked("user:alice")  # the lockout is over
+        now[0] = utcnow() + timedelta(seconds=601)
+        assert not throttle.locked("user:alice", "addr:a")  # and the failures have left the window
+
+    def test_exceptions(self, db: Database) -> None:
+        with pytest.raises(ValueError, match="max_failures"):
+            AuditLoginThrottle(db, max_failures=0)
+        with pytest.raises(ValueError, match="window_s"):
+            AuditLoginThrottle(db, window_s=-1)
+        with pytest.raises(ValueError, match="must start with 'user:' or 'addr:'"):
+            AuditLoginThrottle(db).locked("alice")
+
+
 class TestAuthenticate:
     def test_basic(self, db: Database) -> None:
         create_user(db, "alice", "correct horse battery", "clinician")
@@ -111,6 +163,9 @@ class TestAuthenticate:
         with db.session() as session:
             actions = [a.action for a in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
         assert actions == ["user.create", "auth.login", "auth.login_failed", "auth.login_failed"]
+        with db.session() as session:
+            login = session.scalars(select(AuditEntry).where(AuditEntry.action == "auth.login")).one()
+        assert login.details == {"username": "Alice", "remote": "10.0.0.1"}
 
     def test_edge_cases(self, db: Database) -> None:
         create_user(db, "alice", "correct horse battery", "clinician")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from datetime import UTC, datetime, timedelta
 
@@ -196,6 +197,7 @@ class TestComponents:
         assert "'type': 'ack'" in clinician
         assert "'type': 'ack'" not in caregiver
         assert "No alarms match." in str(alarm_table([], "clinician"))
+        assert "No active alarms." in str(alarm_table([], "clinician", empty="No active alarms."))
 
     def test_patient_tile_stale_and_replay(self) -> None:
         tile = PatientTile(
@@ -217,3 +219,11 @@ class TestComponents:
         assert "stale" in stale.to_plotly_json()["props"]["className"]
         assert "REPLAY" in str(fresh)
         assert "90 s ago" in str(stale)
+        assert f"signal {MISSING}" in str(fresh)  # no quality known yet
+        good = patient_tile(dataclasses.replace(tile, signal="good"), T0 + timedelta(seconds=2))
+        assert "signal good" in str(good)
+        bad = patient_tile(dataclasses.replace(tile, signal="lead off"), T0 + timedelta(seconds=2))
+        assert "signal: lead off" in str(bad)
+        assert "cm-signal-bad" in str(bad)
+        old = patient_tile(dataclasses.replace(tile, signal="good"), T0 + timedelta(seconds=90))
+        assert "signal good" not in str(old)  # stale data says nothing about the signal now

@@ -86,6 +86,14 @@ def _live(duo: Any) -> dict[str, Any]:
     )
 
 
+def _toggle_theme(duo: Any, wait_until: Any, theme: str) -> None:
+    """Press the theme switch and wait until the page shows ``theme``."""
+    duo.find_element("#cm-theme-toggle").click()
+    assert wait_until(
+        lambda: duo.driver.execute_script("return document.documentElement.dataset.bsTheme") == theme
+    )
+
+
 class TestLiveMonitor:
     def test_replay_shows_annotated_beats_and_keeps_up(
         self,
@@ -170,12 +178,36 @@ class TestLiveMonitor:
         )
         assert _live(dash_duo)["errors"] == 0
         screenshot(dash_duo, "patient_live_50mm")
+        frame = "return document.querySelector('#ecg-graph .js-plotly-plot').layout.paper_bgcolor"
+        _toggle_theme(dash_duo, wait_until, "light")
+        assert wait_until(lambda: dash_duo.driver.execute_script(frame) == "#ffffff")  # the frame follows
+        time.sleep(2)  # a few more sweeps of the trace
+        screenshot(dash_duo, "patient_live_light")
+        _toggle_theme(dash_duo, wait_until, "dark")
+        assert wait_until(lambda: dash_duo.driver.execute_script(frame) == "#10151c")
+        assert _live(dash_duo)["errors"] == 0
         dash_duo.driver.get(dash_duo.server.url + "/")
         dash_duo.wait_for_element(f"#tile-{patient}")
         assert wait_until(
             lambda: dash_duo.driver.execute_script("return window.cmLive.miniDrawn || 0") > 5
         ), dash_duo.driver.execute_script("return JSON.stringify(window.cmLive)")
         screenshot(dash_duo, "central_live")
+        # The tiles are re-rendered every 2 s; the mini-trace is redrawn at once, never left blank.
+        blank = []
+        for _ in range(20):
+            blank.append(
+                dash_duo.driver.execute_script(
+                    f"const c = document.querySelector('canvas[data-mini-patient=\"{patient}\"]');"
+                    "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                    "for (let i = 3; i < d.length; i += 4) { if (d[i]) { return false; } } return true;"
+                )
+            )
+            time.sleep(0.2)
+        assert not any(blank), blank
+        _toggle_theme(dash_duo, wait_until, "light")
+        time.sleep(1)  # Bootstrap's .btn colour transitions; a few mini-trace updates
+        screenshot(dash_duo, "central_live_light")
+        _toggle_theme(dash_duo, wait_until, "dark")
         # The history page shows an alarm that the replayed record raised.
         with db.session() as session:
             alarm_id = session.scalar(select(Alarm.id).where(Alarm.patient_id == patient).order_by(Alarm.id))
