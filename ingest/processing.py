@@ -255,6 +255,12 @@ class DisplayProcessor:
         """Nothing is time-driven in the display trace."""
         return []
 
+    @property
+    def n_streams(self) -> int:
+        """Sessions whose filter state is held (until :meth:`close_stream`)."""
+        with self._lock:
+            return len(self._streams)
+
     def decimation(self, fs: float) -> int:
         """Central-view decimation factor at sampling rate ``fs``."""
         return max(1, int(fs // (2.0 * self.high_hz)))

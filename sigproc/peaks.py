@@ -294,6 +294,13 @@ class StreamingPeakDetector:
             If the chunk has the wrong shape or holds infinite samples.
         """
         x = self._as_chunk(chunk)
+        if x.shape[0] and bool(np.isfinite(x).all()):  # the usual chunk: no dropout, one segment
+            if self._engine is None:
+                self._engine = _Engine(self._config, self.n_leads, start=self.n_samples)
+            self.n_samples += x.shape[0]
+            return self._engine.feed(x)
+        if np.isinf(x).any():
+            raise ValueError("`chunk` contains infinite samples")
         found: list[NDArray[np.int64]] = []
         valid = np.logical_not(np.isnan(x).any(axis=1))
         edges = np.flatnonzero(np.diff(valid.astype(np.int8))) + 1
@@ -336,8 +343,6 @@ class StreamingPeakDetector:
             x = x[:, None]
         if x.ndim != 2 or x.shape[1] != self.n_leads:
             raise ValueError(f"`chunk` must have shape (n, {self.n_leads}), got {x.shape}")
-        if np.isinf(x).any():
-            raise ValueError("`chunk` contains infinite samples")
         return x
 
 
@@ -494,6 +499,7 @@ class _Engine:
         self.start = start
         self.end = start  # one past the last sample fed
         self._filter = StreamingFilter(config.sos, n_leads)
+        self._refine_filters: dict[int, StreamingFilter] = {}  # by number of beats placed at once
         self._prev: NDArray[np.float64] | None = None  # last band-passed sample
         self._csum_last = np.zeros((1, n_leads))  # running sum of the energy since `start`
         self._csum_tail = np.zeros((config.integration, n_leads))  # its last `integration` values
@@ -801,10 +807,27 @@ class _Engine:
         offsets = np.arange(-c.qrs_before - pad, c.qrs_after + pad + 1)
         idx = np.clip(centre[:, None] + offsets[None, :], self.start, self.end - 1) - self._origin
         raw = self._raw[idx, lead[:, None]]  # (beats, window)
-        y = scipy.signal.sosfiltfilt(c.refine_sos, raw, axis=-1, padtype=None)
+        y = self._filtfilt(raw)
         best = np.abs(y[:, pad : pad + span]).argmax(axis=1)
         peaks = centre - c.qrs_before + best
         return np.clip(peaks, self.start, self.end - 1).astype(np.int64)
+
+    def _filtfilt(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``scipy.signal.sosfiltfilt(refine_sos, x, axis=-1, padtype=None)`` of windows ``x`` (beats, n).
+
+        The same two passes, each started from the steady state of its first
+        sample, with the same arithmetic (bit for bit): a
+        :class:`~sigproc.filters.StreamingFilter` per batch size, made once,
+        spares the design of that state and scipy's argument handling for
+        every beat placed.
+        """
+        f = self._refine_filters.get(x.shape[0])
+        if f is None:
+            f = self._refine_filters[x.shape[0]] = StreamingFilter(self.c.refine_sos, x.shape[0])
+        f.reset()
+        forward = f.process(x.T)  # (n, beats)
+        f.reset()
+        return np.asarray(f.process(forward[::-1])[::-1].T)
 
     def _trim(self) -> None:
         """Drop buffered samples no pending decision can need again."""

@@ -164,6 +164,126 @@ class TestAnalysisProcessor:
         assert len([p for p in seqs if p >= 5400]) >= 25
 
 
+class Clock:
+    """A wall clock the test moves by hand (seconds since the epoch)."""
+
+    def __init__(self) -> None:
+        self.now = START.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def block_of(signal: ReplaySignal, first: int, session_id: int, patient_id: int | None = None) -> StoredBlock:
+    """The 0.25 s frame of ``signal`` from sample ``first``, as stored for ``session_id``."""
+    return StoredBlock(
+        samples=signal.samples[first : first + round(0.25 * signal.fs)],
+        fs=signal.fs,
+        lead_names=signal.leads,
+        gain=signal.gain,
+        baseline=signal.baseline,
+        first_seq=first,
+        session_id=session_id,
+        patient_id=patient_id,
+        started_at=START,
+    )
+
+
+def beats_of(events: list[LiveEvent]) -> list[tuple[int, str, dict[str, float]]]:
+    return [
+        (int(e.data["seq"]), str(e.data["label"]), dict(e.data["probs"])) for e in events if e.kind == "beat"
+    ]
+
+
+class TestRelease:
+    """Beats classified in a batch leave at once through release(), for every session."""
+
+    def test_basic(self, classifier: BeatClassifier) -> None:
+        """Two interleaved streams: release() hands out the other session's beats, the same ones."""
+        signal = synthetic_signal(synthetic_ecg(20.0, 360.0, heart_rate_bpm=75, seed=5).signal)
+        frame = round(0.25 * signal.fs)
+        results = []
+        for use_release in (False, True):
+            clock = Clock()
+            proc = AnalysisProcessor(None, classifier, wall_clock=clock)
+            got: dict[int, list[LiveEvent]] = {1: [], 2: []}
+            released = 0
+            for first in range(0, signal.n_samples, frame):
+                for session_id in (1, 2):
+                    got[session_id].extend(proc.process(block_of(signal, first, session_id)))
+                    clock.now += 0.125
+                    if use_release:
+                        for sid, events in proc.release().items():
+                            got[sid].extend(events)
+                            released += sum(e.kind == "beat" for e in events)
+                        wait = proc.due_in()
+                        assert wait is None or wait > 0  # nothing overdue is left behind
+            for session_id in (1, 2):
+                got[session_id].extend(proc.close_stream(session_id))
+            assert released > 0 or not use_release
+            results.append({sid: beats_of(events) for sid, events in got.items()})
+        without, with_release = results
+        assert len(without[1]) > 15
+        assert with_release == without
+        assert with_release[1] == with_release[2]
+
+    def test_edge_cases(self, classifier: BeatClassifier) -> None:
+        """Nothing waits in a fresh processor; a ready beat is due batch_wait_s after it became ready."""
+        clock = Clock()
+        proc = AnalysisProcessor(None, classifier, config=PipelineConfig(batch_wait_s=0.5), wall_clock=clock)
+        assert proc.due_in() is None
+        assert proc.release() == {}
+        signal = synthetic_signal(synthetic_ecg(10.0, 360.0, heart_rate_bpm=75, seed=6).signal)
+        first = 0
+        while proc.due_in() is None:
+            proc.process(block_of(signal, first, 1))
+            first += 90
+        assert proc.due_in() == pytest.approx(0.5)
+        assert proc.open_sessions["waiting"] >= 1
+        clock.now += 0.5
+        assert any(e.kind == "beat" for e in proc.release()[1])
+        assert proc.open_sessions["waiting"] == 0
+
+
+class TestSessionLifetimes:
+    """Ended streams release their state: many devices connecting and disconnecting leak nothing."""
+
+    def test_basic(self, classifier: BeatClassifier) -> None:
+        signal = synthetic_signal(synthetic_ecg(3.0, 360.0, heart_rate_bpm=75, seed=7).signal)
+        proc = AnalysisProcessor(None, classifier)
+        for session_id in range(1, 101):  # replays and streams without a patient are forgotten
+            for first in range(0, signal.n_samples, 90):
+                proc.process(
+                    dataclasses.replace(block_of(signal, first, session_id), replay=session_id % 2 == 0)
+                )
+            proc.close_stream(session_id)
+        assert proc.open_sessions == {"connected": 0, "parked": 0, "waiting": 0, "traces": 0}
+
+    def test_edge_cases(self, classifier: BeatClassifier) -> None:
+        """A patient's ended stream is parked (device-silent alarm) once, and taken back when it resumes."""
+        signal = synthetic_signal(synthetic_ecg(3.0, 360.0, heart_rate_bpm=75, seed=8).signal)
+        proc = AnalysisProcessor(None, classifier)
+        for _ in range(3):  # the same five devices reconnect three times
+            for session_id in range(1, 6):
+                proc.process(block_of(signal, 0, session_id, patient_id=session_id))
+                assert proc.open_sessions["parked"] <= 5
+            for session_id in range(1, 6):
+                proc.close_stream(session_id)
+        assert proc.open_sessions == {"connected": 0, "parked": 5, "waiting": 0, "traces": 0}
+
+    def test_sharded(self, classifier: BeatClassifier) -> None:
+        """The parent process of the sharded processor keeps nothing per session after the streams end."""
+        signal = synthetic_signal(synthetic_ecg(3.0, 360.0, heart_rate_bpm=75, seed=9).signal)
+        sharded = ShardedAnalysisProcessor(None, workers=1)
+        try:
+            for session_id in range(1, 31):
+                beats = beats_of(feed(sharded, signal, session_id=session_id))
+                assert len(beats) >= 2
+            assert sharded.open_sessions == {"open": 0, "outboxes": 0, "closing": 0, "traces": 0}
+        finally:
+            sharded.close()
+
+
 class TestShardedAnalysisProcessor:
     def test_worker_process_gives_the_same_beats(self, data_dir: Path, classifier: BeatClassifier) -> None:
         """The analysis in a worker process returns what it gives in the server's thread, trace included."""

@@ -335,3 +335,43 @@ class TestShardedTicks:
             assert raised["patient_id"] == 7
         finally:
             sharded.close()
+
+    def test_beats_of_a_quiet_open_stream_leave_with_a_tick(self) -> None:
+        """Beats waiting for a block that does not come (the device went quiet) leave with a tick."""
+        sharded = ShardedAnalysisProcessor(None, workers=1, stale_s=0.2)
+        try:
+            samples = counts(12.0)
+            seen: list[LiveEvent] = []
+            for first in range(0, len(samples), FRAME):
+                block = StoredBlock(
+                    samples=samples[first : first + FRAME],
+                    fs=FS,
+                    lead_names=("MLII", "V5"),
+                    gain=200.0,
+                    baseline=1024,
+                    first_seq=first,
+                    session_id=4,
+                    patient_id=9,
+                    started_at=START,
+                )
+                seen.extend(sharded.process(block))
+            ticked: list[LiveEvent] = []
+            deadline = time.monotonic() + 30.0
+            while not [e for e in ticked if e.kind == "beat"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+                ticked.extend(sharded.tick(time.time()))
+            beats = [e.data for e in ticked if e.kind == "beat"]
+            assert beats
+            assert all(b["session_id"] == 4 and b["patient_id"] == 9 and b["replay"] is False for b in beats)
+            seqs = [int(e.data["seq"]) for e in seen if e.kind == "beat"] + [int(b["seq"]) for b in beats]
+            assert len(seqs) >= 10  # 75 bpm for 12 s, less the last beats still held
+            assert seqs == sorted(set(seqs))  # each beat once, in order
+            assert sharded.open_sessions["outboxes"] == 0
+            sharded.close_stream(4)
+            assert sharded.open_sessions == {"open": 0, "outboxes": 0, "closing": 0, "traces": 0}
+        finally:
+            sharded.close()
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(ValueError, match=r"`stale_s` must be positive"):
+            ShardedAnalysisProcessor(None, workers=1, stale_s=0.0)
