@@ -188,6 +188,26 @@ _DATABASE_URL = click.option(
 @click.option(
     "--demo-speed", default=1.0, type=click.FloatRange(min=0.0), help="Replay speed (1 = real time)."
 )
+@click.option(
+    "--certfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar=["CARDIAC_CERTFILE", "CARDIAC_SERVE_CERTFILE"],
+    help="PEM certificate (chain): serve https:// and wss:// only.",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    envvar=["CARDIAC_KEYFILE", "CARDIAC_SERVE_KEYFILE"],
+    help="PEM private key of --certfile (default: in the certificate file).",
+)
+@click.option(
+    "--behind-proxy",
+    is_flag=True,
+    envvar=["CARDIAC_BEHIND_PROXY", "CARDIAC_SERVE_BEHIND_PROXY"],
+    help="Behind a TLS-terminating reverse proxy: trust its X-Forwarded-* headers (docs/deployment.md).",
+)
 @_DATA_DIR
 def serve(
     host: str,
@@ -199,12 +219,16 @@ def serve(
     demo: bool,
     demo_records: str,
     demo_speed: float,
+    certfile: Path | None,
+    keyfile: Path | None,
+    behind_proxy: bool,
     data_dir: Path | None,
 ) -> None:
     """Run the dashboard and the ingest/live WebSocket server until SIGTERM (Ctrl-C).
 
     The first user is created with `cardiac-monitor user add NAME --role admin`;
-    there is no default account.
+    there is no default account. With --certfile both servers speak TLS only
+    (https://, wss://); see docs/deployment.md, also for a reverse proxy.
     """
     import logging
     import os
@@ -213,8 +237,15 @@ def serve(
     from dashboard import create_app, run_dashboard
     from ingest.pipeline import AnalysisProcessor
     from ingest.server import ServeOptions, run_server
+    from ingest.tls import TLSConfigError, server_ssl_context
     from sigproc.records import MITDB_RECORDS
 
+    if keyfile is not None and certfile is None:
+        raise click.BadParameter("give the certificate with --certfile too", param_hint="--keyfile")
+    try:  # a bad certificate or key stops us before anything starts
+        web_tls = server_ssl_context(certfile, keyfile) if certfile is not None else None
+    except TLSConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--certfile / --keyfile") from exc
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is noise
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -225,10 +256,21 @@ def serve(
     live_secret = os.environ.get("CARDIAC_MONITOR_LIVE_SECRET") or secrets.token_urlsafe(32)
     wildcard = host in ("0.0.0.0", "::", "")
     live_url = f"ws://{'{host}' if wildcard else host}:{ingest_port}/live"
+    if web_tls is not None:  # one certificate serves both: the name the browser used for the page fits
+        live_url = f"wss://{{host}}:{ingest_port}/live"
+    if behind_proxy:  # the proxy forwards /live to the ingest server, on the page's origin
+        live_url = "/live"
+    web_config: dict[str, Any] = {}
+    if web_tls is not None or behind_proxy:
+        web_config["SESSION_COOKIE_SECURE"] = True
+    if behind_proxy:
+        web_config["BEHIND_PROXY"] = 1
 
     db = _open_database(database_url, instance_dir)
-    dash_app = create_app(database=db, instance_path=instance_dir, live_url=live_url, live_secret=live_secret)
-    web = run_dashboard(dash_app, host=host, port=port)
+    dash_app = create_app(
+        database=db, instance_path=instance_dir, live_url=live_url, live_secret=live_secret, config=web_config
+    )
+    web = run_dashboard(dash_app, host=host, port=port, ssl_context=web_tls)
     options = ServeOptions(
         host=host,
         port=ingest_port,
@@ -241,8 +283,13 @@ def serve(
         demo_speed=demo_speed,
         data_dir=data_dir,
         processor=AnalysisProcessor(db),  # R peaks, CNN-LSTM beats, HR, quality, alarms
+        certfile=certfile,
+        keyfile=keyfile,
     )
-    click.echo(f"dashboard on {web.url} ; ingest on ws://{host}:{ingest_port} ; state in {instance_dir}")
+    ingest_scheme = "wss" if web_tls is not None else "ws"
+    click.echo(
+        f"dashboard on {web.url} ; ingest on {ingest_scheme}://{host}:{ingest_port} ; state in {instance_dir}"
+    )
     try:
         run_server(options)
     finally:
@@ -287,7 +334,13 @@ def user_add(
 
 @cli.command()
 @click.option("--records", default="100", help="Comma-separated MIT-BIH records, or 'all' for a load test.")
-@click.option("--server", default="ws://127.0.0.1:8765", help="URL of the ingest server.")
+@click.option("--server", default="ws://127.0.0.1:8765", help="URL of the ingest server (ws:// or wss://).")
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM certificates to trust for a wss:// server (its CA, or its self-signed certificate).",
+)
 @click.option("--speed", default=1.0, type=click.FloatRange(min=0.0), help="Multiple of real time (0: max).")
 @click.option("--noise", type=click.Choice(["ma", "bw"]), default=None, help="Add NSTDB noise.")
 @click.option("--snr", default=6.0, type=float, help="SNR of the added noise in dB (NSTDB definition).")
@@ -304,6 +357,7 @@ def replay(
     noise: str | None,
     snr: float,
     seconds: float | None,
+    ca_file: Path | None,
     instance_dir: Path,
     database_url: str | None,
     data_dir: Path | None,
@@ -312,12 +366,22 @@ def replay(
 
     The replay devices are registered (with fresh tokens) in the server's
     database, so give the same --instance-dir or --database-url as `serve`.
+    A wss:// server's certificate is always verified: against --ca-file when
+    given, else the system's trust store.
     """
     import asyncio
 
-    from ingest.replay import ensure_replay_devices, run_replay
+    from ingest.replay import ReplayError, ensure_replay_devices, run_replay
+    from ingest.tls import TLSConfigError, client_ssl_context
     from sigproc.records import MITDB_RECORDS
 
+    secure = server.lower().startswith("wss://")
+    if ca_file is not None and not secure:
+        raise click.BadParameter(f"it is for a wss:// --server, got {server!r}", param_hint="--ca-file")
+    try:
+        ssl_context = client_ssl_context(ca_file) if secure else None
+    except TLSConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ca-file") from exc
     names = _records_option(records, MITDB_RECORDS, "mitdb")
     noise_type: Literal["ma", "bw"] | None = "ma" if noise == "ma" else "bw" if noise == "bw" else None
     db = _open_database(database_url, instance_dir)
@@ -325,18 +389,25 @@ def replay(
         tokens = ensure_replay_devices(db, names)
     finally:
         db.dispose()
-    results = asyncio.run(
-        run_replay(
-            names,
-            server,
-            tokens,
-            speed=speed,
-            noise=noise_type,
-            snr_db=snr,
-            data_dir=data_dir,
-            seconds=seconds,
+    try:
+        results = asyncio.run(
+            run_replay(
+                names,
+                server,
+                tokens,
+                speed=speed,
+                noise=noise_type,
+                snr_db=snr,
+                data_dir=data_dir,
+                seconds=seconds,
+                ssl_context=ssl_context,
+            )
         )
-    )
+    except ExceptionGroup as group:  # run_replay's task group: a device stopped for good
+        refused = group.subgroup(ReplayError)  # refused token, untrusted certificate, too many reconnects
+        if refused is None:
+            raise
+        raise click.ClickException("; ".join(str(e) for e in refused.exceptions)) from group
     for r in results:
         state = "all acknowledged" if r.acked else "NOT all acknowledged"
         click.echo(
@@ -345,6 +416,178 @@ def replay(
         )
     if not all(r.acked for r in results):
         raise click.ClickException("some samples were not acknowledged by the server")
+
+
+# report ----------------------------------------------------------------------
+
+
+@cli.group()
+def report() -> None:
+    """One-page PDF reports."""
+
+
+@report.command("alarm")
+@click.argument("alarm_id", type=click.IntRange(min=1))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PDF file to write."
+)
+@_INSTANCE_DIR
+@_DATABASE_URL
+def report_alarm(alarm_id: int, out: Path, instance_dir: Path, database_url: str | None) -> None:
+    """Write the event report of ALARM_ID as a one-page PDF (A4 landscape).
+
+    Patient, alarm, who acknowledged it, the 10-second strip at 25 mm/s and
+    10 mm/mV, the beats and their classes. The command line reads the
+    database directly, as `serve` does, so it sees every alarm; the export
+    is written to the audit log with the actor "cli".
+    """
+    from dashboard.report import export_event_report
+
+    db = _open_database(database_url, instance_dir)
+    try:
+        pdf = export_event_report(db, alarm_id, actor="cli", user_id=None, role=None)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.dispose()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(pdf)
+    click.echo(f"wrote {out} ({len(pdf) / 1024:.0f} kB)")
+
+
+# export and API tokens -----------------------------------------------------------
+
+
+@cli.group()
+def export() -> None:
+    """Export patient data in standard formats."""
+
+
+@export.command("fhir")
+@click.option("--patient", required=True, help="Patient id, or MRN.")
+@click.option("--from", "start", required=True, help="Start, ISO 8601 with a zone: 2026-01-01T12:00:00Z.")
+@click.option(
+    "--to", "end", required=True, help="End (excluded), ISO 8601 with a zone; at most 1 h after --from."
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON file to write."
+)
+@click.option("--base-url", default=None, help="FHIR base URL for the entries' fullUrl (https://host/fhir).")
+@_INSTANCE_DIR
+@_DATABASE_URL
+def export_fhir(
+    patient: str,
+    start: str,
+    end: str,
+    out: Path,
+    base_url: str | None,
+    instance_dir: Path,
+    database_url: str | None,
+) -> None:
+    """Write a patient's data in [--from, --to) as a FHIR R4B collection Bundle (JSON).
+
+    The Patient, the Devices, the ECG (one Observation per run of samples,
+    a SampledData component per lead), vital signs, classified beats, alarm
+    episodes and a DiagnosticReport per alarm; see docs/fhir.md. The export
+    is written to the audit log with the actor "cli".
+    """
+    from sqlalchemy import select
+
+    from storage import Patient, append_audit, export_bundle
+
+    t_start, t_end = _aware_time(start, "--from"), _aware_time(end, "--to")
+    db = _open_database(database_url, instance_dir)
+    try:
+        with db.session() as session:
+            key = patient.strip()
+            found = session.scalar(select(Patient.id).where(Patient.mrn == key))
+            if found is None and key.isdigit():
+                found = session.scalar(select(Patient.id).where(Patient.id == int(key)))
+            if found is None:
+                raise click.ClickException(f"no patient with the id or MRN {patient!r}")
+            bundle = export_bundle(session, found, t_start, t_end, base_url=base_url)
+            count = len(bundle.entry or [])
+            append_audit(
+                session,
+                "cli",
+                "fhir.export",
+                target=f"patient:{found}",
+                details={"start": t_start.isoformat(), "end": t_end.isoformat(), "count": count},
+            )
+            text = bundle.model_dump_json(indent=1)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.dispose()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(out)
+    click.echo(f"wrote {out}: {count} FHIR R4B resources of patient {found}")
+
+
+@cli.group()
+def token() -> None:
+    """Bearer tokens of EHR systems that read the FHIR API (/fhir)."""
+
+
+@token.command("add")
+@click.argument("name")
+@click.option("--ward", default=None, help="Only the patients of this ward (default: every patient).")
+@_INSTANCE_DIR
+@_DATABASE_URL
+def token_add(name: str, ward: str | None, instance_dir: Path, database_url: str | None) -> None:
+    """Issue a token called NAME and print it once; only its SHA-256 is stored."""
+    from storage import issue_api_token
+
+    db = _open_database(database_url, instance_dir)
+    try:
+        with db.session() as session:
+            _, secret = issue_api_token(session, name, actor="cli", ward=ward)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.dispose()
+    scope = f"ward {ward.strip()!r}" if ward and ward.strip() else "every patient"
+    click.echo(f"issued API token {name.strip()!r} ({scope}); copy it now, it is not shown again:", err=True)
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("name")
+@_INSTANCE_DIR
+@_DATABASE_URL
+def token_revoke(name: str, instance_dir: Path, database_url: str | None) -> None:
+    """Revoke the token called NAME; it is refused from now on."""
+    from storage import revoke_api_token
+
+    db = _open_database(database_url, instance_dir)
+    try:
+        with db.session() as session:
+            revoke_api_token(session, name, actor="cli")
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        db.dispose()
+    click.echo(f"revoked API token {name.strip()!r}")
+
+
+@token.command("list")
+@_INSTANCE_DIR
+@_DATABASE_URL
+def token_list(instance_dir: Path, database_url: str | None) -> None:
+    """List the tokens: name, ward, issued, last used, revoked."""
+    from storage import list_api_tokens
+
+    db = _open_database(database_url, instance_dir)
+    try:
+        with db.session() as session:
+            for row in list_api_tokens(session):
+                used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+                state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "live"
+                click.echo(f"{row.name}\t{row.ward or '*'}\t{row.created_at:%Y-%m-%d %H:%M}\t{used}\t{state}")
+    finally:
+        db.dispose()
 
 
 # evaluate --------------------------------------------------------------------
@@ -502,6 +745,138 @@ def evaluate_model_cmd(
     click.echo(f"wrote {json_path}")
 
 
+# keys, storage, purge ----------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Data keys of the encryption at rest (see docs/security.md)."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new random data key (base64) for CARDIAC_DATA_KEY; its id goes to stderr."""
+    from storage import DataCipher, generate_data_key
+
+    key = generate_data_key()
+    click.echo(key)
+    click.echo(f"key id {DataCipher.from_text([key], source='the new key').key_id}", err=True)
+
+
+@keys.command("rotate")
+@click.option("--batch", default=100, type=click.IntRange(min=1), help="Chunks re-encrypted per transaction.")
+@_INSTANCE_DIR
+@_DATABASE_URL
+def keys_rotate(batch: int, instance_dir: Path, database_url: str | None) -> None:
+    """Re-encrypt every chunk and note that is not under the current data key.
+
+    Set the new key in CARDIAC_DATA_KEY and the old one(s) in
+    CARDIAC_DATA_KEY_PREVIOUS (embedded default: new key on the first line of
+    the instance folder's data_key file, old ones below), then run this.
+    Interrupted, run it again: it carries on. Audited as keys.rotate.
+    """
+    from storage import rotate_keys
+
+    db = _open_database(database_url, instance_dir)
+    try:
+        result = rotate_keys(db, batch=batch, progress=_progress("rotate", "batch"), actor="cli")
+    finally:
+        db.dispose()
+    click.echo(f"{result.chunks} chunk(s) and {result.notes} note(s) re-encrypted under key {result.key_id}")
+    _fail_on_problems(result.problems, result.problem_count, "could not be re-encrypted (left as they are)")
+
+
+@cli.group("storage")
+def storage_group() -> None:
+    """Integrity of the stored data."""
+
+
+@storage_group.command("verify")
+@click.option("--batch", default=200, type=click.IntRange(min=1), help="Chunks read per transaction.")
+@click.option("--strict", is_flag=True, help="Also fail when chunks or notes are stored in clear.")
+@_INSTANCE_DIR
+@_DATABASE_URL
+def storage_verify(batch: int, strict: bool, instance_dir: Path, database_url: str | None) -> None:
+    """Read back every signal chunk and note; exit 1 if any is tampered with or undecryptable."""
+    from storage import verify_storage
+
+    db = _open_database(database_url, instance_dir)
+    try:
+        result = verify_storage(db, batch=batch, progress=_progress("verify", "batch"), actor="cli")
+    finally:
+        db.dispose()
+    click.echo(
+        f"checked {result.chunks} chunk(s) ({result.clear_chunks} in clear) and "
+        f"{result.notes} note(s) ({result.clear_notes} in clear)"
+    )
+    _fail_on_problems(result.problems, result.problem_count, "are not intact")
+    if strict and (result.clear_chunks or result.clear_notes):
+        raise click.ClickException("data is stored in clear; run `cardiac-monitor keys rotate`")
+
+
+@cli.command()
+@click.option(
+    "--before",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]),
+    default=None,
+    help="Delete data older than this date (UTC).",
+)
+@click.option(
+    "--older-than-days",
+    "--retention-days",
+    "older_than_days",
+    type=click.IntRange(min=1),
+    default=None,
+    envvar="CARDIAC_RETENTION_DAYS",
+    help="Retention period: delete data older than N days.",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted.")
+@click.option("--batch", default=1000, type=click.IntRange(min=1), help="Rows deleted per transaction.")
+@_INSTANCE_DIR
+@_DATABASE_URL
+def purge(
+    before: Any,
+    older_than_days: int | None,
+    dry_run: bool,
+    batch: int,
+    instance_dir: Path,
+    database_url: str | None,
+) -> None:
+    """Delete signal chunks, beats, vitals and resolved alarms older than the cutoff.
+
+    The audit log is never purged; the purge is recorded in it (data.purge)
+    with the counts. Run it daily (cron, systemd timer) with
+    CARDIAC_RETENTION_DAYS set.
+    """
+    from datetime import UTC, datetime
+
+    from storage import purge_expired, retention_cutoff
+
+    from_env = click.get_current_context().get_parameter_source("older_than_days")
+    if before is not None and older_than_days is not None:
+        if from_env is not click.core.ParameterSource.ENVIRONMENT:
+            raise click.UsageError("give either --before or --older-than-days, not both")
+        older_than_days = None  # an explicit date wins over CARDIAC_RETENTION_DAYS
+    if before is not None:
+        cutoff = before.replace(tzinfo=UTC)
+        if cutoff > datetime.now(UTC):
+            raise click.BadParameter(f"must be in the past, got {cutoff.isoformat()}", param_hint="--before")
+    elif older_than_days is not None:
+        cutoff = retention_cutoff(older_than_days)
+    else:
+        raise click.UsageError("give --before DATE or --older-than-days N (or set CARDIAC_RETENTION_DAYS)")
+    db = _open_database(database_url, instance_dir)
+    try:
+        result = purge_expired(
+            db, cutoff, dry_run=dry_run, batch=batch, progress=_progress("purge", "batch"), actor="cli"
+        )
+    finally:
+        db.dispose()
+    verb = "would delete" if dry_run else "deleted"
+    counts = ", ".join(f"{n} {table}" for table, n in result.counts.items())
+    click.echo(f"{verb} {counts} older than {cutoff.isoformat()}")
+
+
 # bench -----------------------------------------------------------------------
 
 
@@ -579,11 +954,36 @@ def _open_database(database_url: str | None, instance_dir: Path) -> Any:
     return db
 
 
+def _aware_time(text: str, option: str) -> Any:
+    """An ISO 8601 time with a zone (``Z`` or ``+hh:mm``), as an aware datetime."""
+    from datetime import datetime
+
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"must be ISO 8601 such as 2026-01-01T12:00:00Z, got {text!r}", param_hint=option
+        ) from exc
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise click.BadParameter(f"must carry a zone (Z or +hh:mm), got {text!r}", param_hint=option)
+    return value
+
+
 def _progress(desc: str, unit: str) -> Any:
     """A tqdm progress bar over an iterable, for the evaluation runners."""
     from tqdm import tqdm
 
     return lambda items: tqdm(list(items), desc=desc, unit=unit)
+
+
+def _fail_on_problems(problems: Sequence[Any], count: int, outcome: str) -> None:
+    """List stored values that failed (the first 50) and exit 1, if there are any."""
+    for problem in problems[:50]:
+        click.echo(f"{problem.kind}: {problem.message}", err=True)
+    if count > 50:
+        click.echo(f"... and {count - 50} more", err=True)
+    if count:
+        raise click.ClickException(f"{count} chunk(s) or note(s) {outcome}")
 
 
 def _write_json(path: Path, payload: Any) -> None:

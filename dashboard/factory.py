@@ -5,10 +5,13 @@ and Dash app each call; configuration layers defaults, then the environment
 (``CARDIAC_MONITOR_*``), then the caller's overrides.
 
 Security on the server side, for every route (pages, ``/_dash-*`` callback
-and layout routes, ``/assets``, component bundles, downloads):
+and layout routes, ``/assets``, component bundles, downloads) except the
+login page and the two static stylesheets it links:
 
 * a ``before_request`` guard: no valid session, no data. HTML page requests
-  are redirected to ``/login``; everything else gets ``401``;
+  are redirected to ``/login``; everything else gets ``401``. Only
+  ``/fhir/...`` is left to :mod:`dashboard.fhir_api`, which takes an API
+  bearer token or the session and refuses with its own ``401``;
 * idle timeout: a session without user activity (timer callbacks do not
   count, see :func:`dashboard.auth.is_user_activity`) for
   ``IDLE_TIMEOUT_S`` is ended;
@@ -16,8 +19,15 @@ and layout routes, ``/assets``, component bundles, downloads):
   callbacks: the renderer sends the ``_csrf_token`` cookie back as the
   ``X-CSRFToken`` header;
 * session cookies HttpOnly and SameSite=Lax (``Secure`` with
-  ``SESSION_COOKIE_SECURE``); the session is cleared on login and logout;
-* login throttling per username and per address; logins, failures,
+  ``SESSION_COOKIE_SECURE``, set when served over https or behind a
+  proxy); the session is cleared on login and logout;
+* TLS: :func:`run_dashboard` serves https with an :class:`ssl.SSLContext`;
+  behind a reverse proxy, ``BEHIND_PROXY`` (the number of proxies, from
+  ``$CARDIAC_MONITOR_BEHIND_PROXY``) trusts their ``X-Forwarded-For``,
+  ``-Proto`` and ``-Host`` headers (Werkzeug's ``ProxyFix``), so that the
+  client's address, the scheme and the host are the browser's;
+* login throttling per username and per address, counted in the audit log
+  (:class:`~dashboard.auth.AuditLoginThrottle`); logins, failures,
   logouts, acknowledgements and exports are written to the audit log.
 """
 
@@ -27,6 +37,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -40,6 +51,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFProtect, generate_csrf
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Response
 from wtforms import PasswordField, StringField
@@ -47,7 +59,9 @@ from wtforms.validators import DataRequired, Length
 
 from dashboard import components
 from dashboard.access import visible_patients
-from dashboard.auth import LoginThrottle, SessionUser, authenticate, is_user_activity, load_session_user
+from dashboard.auth import AuditLoginThrottle, SessionUser, authenticate, is_user_activity, load_session_user
+from dashboard.fhir_api import FHIR_PREFIX, register_fhir_api
+from dashboard.report import register_report_route
 from ingest.live_tokens import issue_live_token, live_secret_key
 from storage import Database, append_audit
 
@@ -62,6 +76,7 @@ ASSETS_FOLDER = Path(__file__).resolve().parent.parent / "assets"
 SECRET_KEY_ENV = "CARDIAC_MONITOR_SECRET_KEY"
 LIVE_SECRET_ENV = "CARDIAC_MONITOR_LIVE_SECRET"
 LIVE_URL_ENV = "CARDIAC_MONITOR_LIVE_URL"
+BEHIND_PROXY_ENV = "CARDIAC_MONITOR_BEHIND_PROXY"
 
 _DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_HTTPONLY": True,
@@ -78,10 +93,12 @@ _DEFAULTS: dict[str, Any] = {
     "LOGIN_LOCKOUT_S": 5 * 60,
     "TILE_REFRESH_MS": 2000,
     "EXTERNAL_STYLESHEETS": [],
+    "BEHIND_PROXY": 0,  # reverse proxies in front whose X-Forwarded-* headers are trusted
 }
 
-# Requests that need no session: the login page itself and its tiny favicon.
-_PUBLIC_PATHS = frozenset({"/login", "/favicon.ico"})
+# Requests that need no session: the login page, its favicon and the static stylesheets it links
+# (Bootstrap and the theme; no patient data). Every other asset (live.js included) needs a session.
+_PUBLIC_PATHS = frozenset({"/login", "/favicon.ico", *components.PUBLIC_STYLESHEETS})
 
 
 def create_app(
@@ -106,13 +123,17 @@ def create_app(
         Instance folder (default ``./instance``).
     live_url : str, optional
         ``ws(s)://host:port/live`` of the ingest server, as the browser
-        reaches it. Default ``$CARDIAC_MONITOR_LIVE_URL``; without it the
-        live views say that live data is not configured.
+        reaches it; ``{host}`` in it stands for the host name the browser
+        used, and a bare path (``/live``, behind a proxy) for the page's own
+        origin, with ``wss`` when the page is https. Default
+        ``$CARDIAC_MONITOR_LIVE_URL``; without it the live views say that
+        live data is not configured.
     live_secret : str or bytes, optional
         Secret shared with the ingest server for ``/live`` tokens. Default
         ``$CARDIAC_MONITOR_LIVE_SECRET``.
     config : mapping, optional
-        Flask config overrides (tests: ``IDLE_TIMEOUT_S``, ``LOGIN_*``, ...).
+        Flask config overrides (tests: ``IDLE_TIMEOUT_S``, ``LOGIN_*``, ...;
+        ``BEHIND_PROXY``, ``SESSION_COOKIE_SECURE``).
 
     Returns
     -------
@@ -126,13 +147,17 @@ def create_app(
         SECRET_KEY=secret_key or os.environ.get(SECRET_KEY_ENV) or _instance_secret(folder),
         LIVE_URL=live_url or os.environ.get(LIVE_URL_ENV),
         LIVE_SECRET=live_secret or os.environ.get(LIVE_SECRET_ENV),
+        BEHIND_PROXY=_proxy_count(os.environ.get(BEHIND_PROXY_ENV, "0"), BEHIND_PROXY_ENV),
     )
     server.config.update(dict(config or {}))
+    _init_proxy(server)
     if server.config["LIVE_SECRET"] is not None:
         live_secret_key(server.config["LIVE_SECRET"])  # fail now on a short secret, not at first use
     server.extensions["cardiac_db"] = database
     _init_security(server, database)
     _init_live_token(server, database)
+    register_report_route(server)  # GET /alarms/<id>/report.pdf, behind the guard
+    register_fhir_api(server)  # GET /fhir/..., bearer token or session (dashboard.fhir_api)
     _forget_unclaimed_callbacks()
     app = dash.Dash(
         "dashboard",
@@ -145,6 +170,7 @@ def create_app(
         suppress_callback_exceptions=True,
         external_stylesheets=list(server.config["EXTERNAL_STYLESHEETS"]),
         meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}],
+        index_string=components.INDEX_STRING,  # Bootstrap's data-bs-theme, set before first paint
     )
     app.layout = _layout
     return app
@@ -165,12 +191,13 @@ class DashboardServer:
         self._server = wsgi_server
         self.host = str(wsgi_server.host)
         self.port = int(wsgi_server.port)
+        self.scheme = "https" if wsgi_server.ssl_context is not None else "http"
         self._thread = threading.Thread(target=wsgi_server.serve_forever, name="dashboard", daemon=True)
 
     @property
     def url(self) -> str:
-        """``http://host:port``."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port``, or ``https://`` when served over TLS."""
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self) -> DashboardServer:
         """Start serving in the background thread."""
@@ -184,8 +211,18 @@ class DashboardServer:
         self._server.server_close()
 
 
-def run_dashboard(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050) -> DashboardServer:
+def run_dashboard(
+    app: dash.Dash,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+) -> DashboardServer:
     """Serve ``app`` in a background thread and return its handle.
+
+    With ``ssl_context`` (see :func:`ingest.tls.server_ssl_context`) it
+    serves https only, and the session and CSRF cookies are marked
+    ``Secure``.
 
     Werkzeug's threaded server (one thread per request) is enough for a
     monitoring room's handful of browsers; behind a reverse proxy at larger
@@ -199,7 +236,16 @@ def run_dashboard(app: dash.Dash, host: str = "127.0.0.1", port: int = 8050) -> 
     'http://127.0.0.1:40123'
     >>> handle.shutdown()  # doctest: +SKIP
     """
-    return DashboardServer(make_server(host, port, app.server, threaded=True)).start()
+    wsgi_server = make_server(host, port, app.server, threaded=True)
+    if ssl_context is not None:
+        app.server.config["SESSION_COOKIE_SECURE"] = True
+        # Not make_server(ssl_context=...): its socket shakes hands inside accept(), so one client
+        # that connects and says nothing would block every browser. Here each request's thread does.
+        wsgi_server.socket = ssl_context.wrap_socket(
+            wsgi_server.socket, server_side=True, do_handshake_on_connect=False
+        )
+        wsgi_server.ssl_context = ssl_context  # https in the WSGI environ and the handler's TLS errors
+    return DashboardServer(wsgi_server).start()
 
 
 # Internals -------------------------------------------------------------------
@@ -260,7 +306,8 @@ def _init_security(server: flask.Flask, db: Database) -> None:
     manager.init_app(server)
     manager.user_loader(lambda user_id: load_session_user(db, user_id))
     CSRFProtect(server)
-    throttle = LoginThrottle(
+    throttle = AuditLoginThrottle(  # counted in the audit log: holds across processes and restarts
+        db,
         max_failures=int(server.config["LOGIN_MAX_FAILURES"]),
         window_s=float(server.config["LOGIN_WINDOW_S"]),
         lockout_s=float(server.config["LOGIN_LOCKOUT_S"]),
@@ -316,6 +363,8 @@ def _guard() -> Response | None:
             return None
         logout_user()
         flask.session.clear()
+    if request.path.startswith(FHIR_PREFIX + "/"):
+        return None  # machine clients: the FHIR API checks bearer tokens and answers 401 itself
     wants_page = request.method == "GET" and "text/html" in request.headers.get("Accept", "")
     if wants_page and not request.path.startswith(("/_dash", "/assets", "/_reload")):
         return flask.redirect(f"/login?next={flask.request.full_path.rstrip('?')}")
@@ -367,7 +416,49 @@ def _init_live_token(server: flask.Flask, db: Database) -> None:
             ids = [p.id for p in visible_patients(session, user.id, user.role)]
         ttl = float(config["LIVE_TOKEN_TTL_S"])
         token = issue_live_token(config["LIVE_SECRET"], user.id, ids, ttl)
-        # "{host}" in the URL stands for the host name the browser used to reach
-        # the dashboard, so a server listening on every interface needs no fixed name.
-        url = str(config["LIVE_URL"]).replace("{host}", flask.request.host.rsplit(":", 1)[0])
+        url = _live_url(str(config["LIVE_URL"]), flask.request)
         return flask.jsonify({"token": token, "url": url, "ttl_s": ttl, "patient_ids": ids})
+
+
+def _live_url(configured: str, request: flask.Request) -> str:
+    """The ``/live`` URL for this browser: ``{host}`` filled in, a bare path made absolute.
+
+    "{host}" stands for the host name the browser used to reach the
+    dashboard, so a server listening on every interface needs no fixed name.
+    A path ("/live", behind a reverse proxy that forwards it to the ingest
+    server) is on the page's own origin, ``wss`` when the page is https
+    (browsers refuse ``ws://`` from an https page).
+    """
+    if configured.startswith("/"):
+        return f"{'wss' if request.is_secure else 'ws'}://{request.host}{configured}"
+    return configured.replace("{host}", request.host.rsplit(":", 1)[0])
+
+
+def _proxy_count(value: object, source: str) -> int:
+    """``BEHIND_PROXY`` as a number of proxies (``true`` is one)."""
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on"):
+        return 1
+    if text in ("", "false", "no", "off"):
+        return 0
+    if not text.isdigit():
+        raise ValueError(f"`{source}` must be a number of proxies (0 for none), got {value!r}")
+    return int(text)
+
+
+def _init_proxy(server: flask.Flask) -> None:
+    """Trust the ``X-Forwarded-*`` headers of ``BEHIND_PROXY`` reverse proxies (none by default).
+
+    Without it, behind a proxy every browser would share the proxy's
+    address (login throttling, audit log) and https pages would look like
+    http. The proxy terminates TLS, so the cookies are ``Secure``.
+    ``X-Forwarded-Port`` is not used: the proxy sends the browser's ``Host``
+    (with its port, if any) as ``X-Forwarded-Host``, and a port added to it
+    would fail the CSRF referrer check of https requests.
+    """
+    hops = _proxy_count(server.config["BEHIND_PROXY"], "BEHIND_PROXY")
+    server.config["BEHIND_PROXY"] = hops
+    if hops == 0:
+        return
+    server.config["SESSION_COOKIE_SECURE"] = True
+    server.wsgi_app = ProxyFix(server.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]

@@ -9,7 +9,8 @@ beat classification, heart rate, signal quality, alarms);
 :mod:`ingest.bench` measures it under load; :mod:`ingest.fanout` carries
 them to browsers (in memory or via Redis), :mod:`ingest.live_tokens` signs
 the browsers' tokens, and :mod:`ingest.replay` streams MIT-BIH records as
-devices.
+devices; :mod:`ingest.tls` makes the TLS contexts of ``wss://`` servers and
+their clients.
 
 The analysis names (:mod:`ingest.pipeline`, :mod:`ingest.bench`) load on
 first use: they import torch, which the dashboard, importing
@@ -144,6 +145,13 @@ from ingest.server import (
     run_server,
     serve,
 )
+from ingest.tls import (
+    MINIMUM_TLS_VERSION,
+    TLSConfigError,
+    client_ssl_context,
+    pinned_ssl_context,
+    server_ssl_context,
+)
 
 __all__ = [
     "BENCH_KEYS",
@@ -153,6 +161,7 @@ __all__ = [
     "DROPPABLE_KINDS",
     "LIVE_SECRET_ENV",
     "LIVE_TOKEN_VERSION",
+    "MINIMUM_TLS_VERSION",
     "NOISE_TYPES",
     "PROTOCOL_VERSION",
     "REPLAY_FIRMWARE_PREFIX",
@@ -222,6 +231,7 @@ __all__ = [
     "StreamChangedError",
     "StreamProcessor",
     "Subscription",
+    "TLSConfigError",
     "TechnicalEvent",
     "TechnicalKind",
     "TickingProcessor",
@@ -234,6 +244,7 @@ __all__ = [
     "check_resume",
     "check_samples",
     "classify_offline",
+    "client_ssl_context",
     "encode_binary_samples",
     "encode_text_frame",
     "ensure_replay_devices",
@@ -249,6 +260,7 @@ __all__ = [
     "parse_live_request",
     "parse_text_frame",
     "patient_topic",
+    "pinned_ssl_context",
     "replay_device_id",
     "replay_offline",
     "resolve_records",
@@ -265,6 +277,7 @@ __all__ = [
     "run_server",
     "scale_noise",
     "serve",
+    "server_ssl_context",
     "simulated_sensors",
     "verify_live_token",
 ]

@@ -41,6 +41,7 @@ import json
 import logging
 import random
 import secrets
+import ssl
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -69,6 +70,7 @@ from ingest.protocol import (
     encode_text_frame,
     parse_text_frame,
 )
+from ingest.tls import client_ssl_context
 from sigproc.records import MITDB_RECORDS, Record, load_record, resolve_database_dir
 from storage import Database, Device, Patient, append_audit, create_device, hash_token
 
@@ -442,6 +444,12 @@ class ReplayDevice:
         without a successful hello.
     seed : int
         Seeds the jitter and the simulated vitals.
+    ssl_context : ssl.SSLContext, optional
+        TLS settings of a ``wss://`` URL (e.g.
+        :func:`ingest.tls.client_ssl_context` with a CA file for a
+        self-signed server); default: verify against the system's trust
+        store. A certificate that fails verification stops the device
+        (:class:`ReplayError`) instead of being retried.
     """
 
     def __init__(
@@ -465,14 +473,19 @@ class ReplayDevice:
         max_reconnects: int | None = None,
         open_timeout_s: float = 5.0,
         seed: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if speed < 0 or frame_s <= 0 or window_frames < 1 or max_buffer_frames < window_frames:
             raise ValueError(
                 "`speed` must be >= 0, `frame_s` positive, `window_frames` >= 1 and "
                 "`max_buffer_frames` >= `window_frames`"
             )
+        secure = url.lower().startswith("wss://")
+        if ssl_context is not None and not secure:
+            raise ValueError(f"`ssl_context` needs a wss:// URL, got {url!r}")
         self.signal = signal
         self.url = url
+        self.ssl_context = (ssl_context or client_ssl_context()) if secure else None
         self.token = token
         self.device_id = device_id or replay_device_id(signal.record, signal.database)
         self.stream_id = stream_id or f"{signal.record}-{uuid.uuid4().hex[:12]}"
@@ -573,9 +586,10 @@ class ReplayDevice:
     async def _connect_once(self) -> tuple[int | None, bool]:
         """One connection: its close code (``None`` if it never opened) and whether the hello was answered."""
         greeted = False
+        tls: dict[str, Any] = {"ssl": self.ssl_context} if self.ssl_context is not None else {}
         try:
             async with connect(
-                self.url, open_timeout=self.open_timeout_s, compression=None, close_timeout=2.0
+                self.url, open_timeout=self.open_timeout_s, compression=None, close_timeout=2.0, **tls
             ) as ws:
                 try:
                     await self._greet(ws)
@@ -588,6 +602,12 @@ class ReplayDevice:
                     return None, greeted
                 await ws.wait_closed()
                 return ws.close_code or _ABNORMAL_CLOSURE, greeted
+        except ssl.SSLCertVerificationError as exc:
+            # Retrying cannot make an untrusted certificate trusted; never fall back to plain text.
+            raise ReplayError(
+                f"{self.device_id}: the certificate of {self.url} is not trusted ({exc.verify_message}); "
+                "give the server's CA (or its self-signed certificate) as the CA file"
+            ) from exc
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             logger.info("%s: connection to %s failed: %s", self.device_id, self.url, exc)
             return None, greeted
@@ -805,6 +825,7 @@ async def run_replay(
     start_s: float = 0.0,
     seconds: float | None = None,
     stream_ids: Mapping[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     **device_options: Any,
 ) -> list[ReplayResult]:
     """Replay records concurrently, one device each, until all are acknowledged.
@@ -814,7 +835,8 @@ async def run_replay(
     records : str or sequence of str
         ``"100,208"``, ``"all"`` or names.
     server_url : str
-        ``ws://host:port`` (``/ingest`` is appended when missing).
+        ``ws://host:port`` or ``wss://host:port`` (``/ingest`` is appended
+        when missing).
     tokens : mapping
         ``{record: token}`` from :func:`ensure_replay_devices`.
     speed : float
@@ -827,6 +849,8 @@ async def run_replay(
         The segment of each record to replay.
     stream_ids : mapping, optional
         ``{record: stream_id}`` to resume earlier streams.
+    ssl_context : ssl.SSLContext, optional
+        TLS settings of a ``wss://`` server (see :class:`ReplayDevice`).
     **device_options
         Passed to :class:`ReplayDevice` (``frame_s``, ``binary``,
         ``vitals_every_s``, ``window_frames``, ...).
@@ -856,7 +880,17 @@ async def run_replay(
         )
         stream_id = (stream_ids or {}).get(record)
         options = {"seed": index, **device_options}
-        devices.append(ReplayDevice(signal, url, tokens[record], stream_id=stream_id, speed=speed, **options))
+        devices.append(
+            ReplayDevice(
+                signal,
+                url,
+                tokens[record],
+                stream_id=stream_id,
+                speed=speed,
+                ssl_context=ssl_context,
+                **options,
+            )
+        )
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(device.run()) for device in devices]
     return [task.result() for task in tasks]

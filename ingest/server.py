@@ -38,6 +38,10 @@ reading, stores and acknowledges what was already received, then closes
 every connection with 1001 (going away); devices reconnect and resend the
 rest elsewhere or later.
 
+Given a TLS context (:mod:`ingest.tls`; ``ServeOptions.certfile`` and
+``keyfile``), the same endpoints are served as ``wss://`` and ``https://``
+only: a plain ``ws://`` client fails the TLS handshake.
+
 ``/live`` protocol (browser side): connect, send ``{"type": "subscribe",
 "token": ..., "view": "patient", "patient_id": 12}`` or ``{"type":
 "subscribe", "token": ..., "view": "central"}`` (optionally with
@@ -59,6 +63,7 @@ import logging
 import os
 import secrets
 import signal
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -106,6 +111,7 @@ from ingest.protocol import (
     error_frame,
 )
 from ingest.replay import ensure_replay_devices, is_replay_hello, run_replay, simulated_sensors
+from ingest.tls import pinned_ssl_context, server_ssl_context
 from storage import (
     CodecError,
     Database,
@@ -384,6 +390,10 @@ class IngestServer:
         injectable for tests.
     tick_interval_s : float
         Period of the processor's ``tick`` calls (where it has one).
+    ssl_context : ssl.SSLContext, optional
+        Serve TLS (``wss://``) with this context (see
+        :func:`ingest.tls.server_ssl_context`); plain ``ws://`` clients are
+        then refused at the TLS handshake.
 
     Examples
     --------
@@ -409,6 +419,8 @@ class IngestServer:
         live_queue_size: int = 256,
         wall_clock: Callable[[], float] = time.time,
         tick_interval_s: float = 1.0,
+        ssl_context: ssl.SSLContext | None = None,
+        health_token: str | None = None,
     ) -> None:
         if max_pending_frames < 1 or max_batch_frames < 1:
             raise ValueError("`max_pending_frames` and `max_batch_frames` must be at least 1")
@@ -431,6 +443,9 @@ class IngestServer:
         #: Failed ``tick`` calls of the processor (logged; the ticker carries on).
         self.tick_errors = 0
         self._requested_port = port
+        self.ssl_context = ssl_context
+        # ``/health`` names devices and patients only to a caller with this token.
+        self._health_token = health_token if health_token is not None else os.environ.get(HEALTH_TOKEN_ENV)
         if storage_workers is None:
             storage_workers = 1 if db.engine.dialect.name == "sqlite" else 4
         self._storage_pool = ThreadPoolExecutor(storage_workers, thread_name_prefix="ingest-db")
@@ -454,6 +469,7 @@ class IngestServer:
             self._requested_port,
             process_request=self._process_request,
             max_size=self.limits.max_frame_bytes * _WIRE_LIMIT_FACTOR,
+            ssl=self.ssl_context,
         )
         self._started_at = time.monotonic()
         tick = getattr(self.processor, "tick", None)
@@ -470,8 +486,9 @@ class IngestServer:
 
     @property
     def url(self) -> str:
-        """``ws://host:port`` of this server."""
-        return f"ws://{self.host}:{self.port}"
+        """``ws://host:port`` of this server, ``wss://`` when it serves TLS."""
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Graceful shutdown: stop reading, store and acknowledge what was received, close with 1001."""
@@ -584,13 +601,30 @@ class IngestServer:
             "processor_errors": stream.processor_errors,
         }
 
+    def public_health(self, authorization: str | None = None) -> dict[str, Any]:
+        """:meth:`health` as ``/health`` serves it.
+
+        ``/health`` needs no login (load balancers and monitoring probe it), so
+        without ``Authorization: Bearer <health token>`` (``$CARDIAC_MONITOR_HEALTH_TOKEN``) each stream is
+        reported without the identifiers of its device, session and patient.
+        """
+        report = self.health()
+        token = self._health_token
+        if token and authorization is not None and secrets.compare_digest(authorization, f"Bearer {token}"):
+            return report
+        report["streams"] = [
+            {k: v for k, v in s.items() if k not in _IDENTIFYING_HEALTH_KEYS} for s in report["streams"]
+        ]
+        return report
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Route plain HTTP: ``/health`` answers JSON; unknown paths get 404."""
         path = urlsplit(request.path).path
         if path in ("/ingest", "/live"):
             return None
         if path == "/health":
-            response = connection.respond(HTTPStatus.OK, json.dumps(self.health()) + "\n")
+            report = self.public_health(request.headers.get("Authorization"))
+            response = connection.respond(HTTPStatus.OK, json.dumps(report) + "\n")
             del response.headers["Content-Type"]
             response.headers["Content-Type"] = "application/json"
             return response
@@ -1105,6 +1139,13 @@ class IngestServer:
 # Entry points ---------------------------------------------------------------------
 
 
+#: Environment variable holding the bearer token that unlocks ``/health``'s identifiers.
+HEALTH_TOKEN_ENV = "CARDIAC_MONITOR_HEALTH_TOKEN"
+
+#: Per-stream keys of :meth:`IngestServer.health` that ``/health`` keeps from anonymous callers.
+_IDENTIFYING_HEALTH_KEYS = frozenset({"device", "stream_id", "session_id", "patient_id"})
+
+
 @dataclass(frozen=True)
 class ServeOptions:
     """How :func:`run_server` (the CLI's ``serve``) runs the server.
@@ -1138,6 +1179,11 @@ class ServeOptions:
         Folder holding ``mitdb/`` (and ``nstdb/``).
     processor : StreamProcessor, optional
         Default :class:`~ingest.processing.DisplayProcessor`.
+    certfile, keyfile : path, optional
+        Serve TLS (``wss://``) with this PEM certificate (chain) and its
+        private key (default: the key is in ``certfile``); checked at
+        startup (:func:`ingest.tls.server_ssl_context`). The demo devices
+        trust exactly this certificate.
     """
 
     host: str = "127.0.0.1"
@@ -1152,6 +1198,8 @@ class ServeOptions:
     demo_seconds: float | None = None
     data_dir: str | Path | None = None
     processor: StreamProcessor | None = None
+    certfile: str | Path | None = None
+    keyfile: str | Path | None = None
 
 
 async def serve(
@@ -1170,8 +1218,14 @@ async def serve(
         Lets a caller that owns the event loop end the server.
     ready : callable, optional
         Called with the started server (e.g. to print its URL or read its port).
+
+    Raises
+    ------
+    ingest.tls.TLSConfigError
+        Before anything starts, if the certificate or key cannot be used.
     """
     stop = stop if stop is not None else asyncio.Event()
+    ssl_context = _server_tls(options)
     db = Database()
     db.init(options.database_url, instance_path=options.instance_path)
     fanout: FanOut | None = None
@@ -1186,6 +1240,7 @@ async def serve(
             processor=options.processor,
             host=options.host,
             port=options.port,
+            ssl_context=ssl_context,
         )
         await server.start()
         installed = _install_signal_handlers(stop)
@@ -1287,6 +1342,23 @@ def _resolve_secret(secret: str | bytes | None) -> str | bytes:
     return secrets.token_bytes(32)
 
 
+def _server_tls(options: ServeOptions) -> ssl.SSLContext | None:
+    """The TLS context of ``options`` (``None``: plain ``ws://``).
+
+    Raises
+    ------
+    TLSConfigError
+        If the certificate or key cannot be used.
+    ValueError
+        If a key file is given without a certificate.
+    """
+    if options.certfile is None:
+        if options.keyfile is not None:
+            raise ValueError("`keyfile` was given without `certfile`; give both to serve TLS")
+        return None
+    return server_ssl_context(options.certfile, options.keyfile)
+
+
 def _install_signal_handlers(stop: asyncio.Event) -> list[signal.Signals]:
     """SIGTERM and SIGINT set ``stop``; the signals handled (none outside the main thread)."""
     loop = asyncio.get_running_loop()
@@ -1313,6 +1385,7 @@ async def _start_demo(db: Database, server: IngestServer, options: ServeOptions)
         speed=options.demo_speed,
         seconds=options.demo_seconds,
         data_dir=options.data_dir,
+        ssl_context=pinned_ssl_context(options.certfile) if options.certfile is not None else None,
     )
     task = asyncio.create_task(replay)
     task.add_done_callback(_report_demo)

@@ -23,8 +23,9 @@ All numbers are little-endian. The physical value of a count ``d`` is
 ``(d - baseline) / gain``, as in WFDB.
 
 The checksum of a chunk (:func:`checksum`) is the SHA-256 of these plain
-bytes. Encryption at rest (a later issue) wraps the whole payload, so the
-checksum stays the checksum of what this module produced.
+bytes. Encryption at rest (:mod:`storage.crypto`) wraps the whole payload, so
+the checksum stays the checksum of what this module produced (see
+:mod:`storage.integrity` for why).
 """
 
 from __future__ import annotations

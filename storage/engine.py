@@ -16,12 +16,14 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as _sa_create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage.crypto import SESSION_INFO_KEY, DataCipher, load_cipher
 
 __all__ = [
     "DEFAULT_SQLITE_NAME",
@@ -103,9 +105,15 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     return _sa_create_engine(url, **kwargs)
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """A session factory bound to ``engine``; objects stay readable after commit."""
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def session_factory(engine: Engine, *, cipher: DataCipher | None = None) -> sessionmaker[Session]:
+    """A session factory bound to ``engine``; objects stay readable after commit.
+
+    ``cipher`` travels in each session's ``info`` (see
+    :func:`storage.crypto.session_cipher`): signal chunks and alarm notes
+    are encrypted under it; ``None`` stores them in clear.
+    """
+    info = {SESSION_INFO_KEY: cipher} if cipher is not None else None
+    return sessionmaker(bind=engine, expire_on_commit=False, info=info)
 
 
 class Database:
@@ -124,14 +132,32 @@ class Database:
     def __init__(self) -> None:
         self._engine: Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+        self._cipher: DataCipher | None = None
 
     def init(
-        self, url: str | None = None, *, instance_path: str | Path | None = None, **engine_kwargs: Any
+        self,
+        url: str | None = None,
+        *,
+        instance_path: str | Path | None = None,
+        cipher: DataCipher | Literal["auto"] | None = "auto",
+        **engine_kwargs: Any,
     ) -> None:
-        """Resolve the URL (see :func:`resolve_database_url`) and create the engine."""
+        """Resolve the URL (see :func:`resolve_database_url`), choose the data key, create the engine.
+
+        ``cipher="auto"`` loads the data key with
+        :func:`storage.crypto.load_cipher`: ``CARDIAC_DATA_KEY`` from the
+        environment, else the ``data_key`` file beside a SQLite database,
+        which the embedded default (no URL, no ``DATABASE_URL``) creates.
+        ``None`` stores signal chunks and notes in clear.
+        """
         self.dispose()
-        self._engine = create_engine(resolve_database_url(url, instance_path=instance_path), **engine_kwargs)
-        self._sessions = session_factory(self._engine)
+        resolved = resolve_database_url(url, instance_path=instance_path)
+        if cipher == "auto":
+            embedded = not (url or os.environ.get("DATABASE_URL"))
+            cipher = load_cipher(resolved, create_key_file=embedded)
+        self._engine = create_engine(resolved, **engine_kwargs)
+        self._sessions = session_factory(self._engine, cipher=cipher)
+        self._cipher = cipher
 
     @property
     def engine(self) -> Engine:
@@ -139,6 +165,11 @@ class Database:
         if self._engine is None:
             raise DatabaseNotInitialisedError("call Database.init() before using the database")
         return self._engine
+
+    @property
+    def cipher(self) -> DataCipher | None:
+        """The data cipher of this database's sessions; ``None``: data is stored in clear."""
+        return self._cipher
 
     @property
     def url(self) -> str:
@@ -159,6 +190,7 @@ class Database:
             self._engine.dispose()
         self._engine = None
         self._sessions = None
+        self._cipher = None
 
 
 # Internals -------------------------------------------------------------------

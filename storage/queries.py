@@ -24,11 +24,13 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import ColumnElement, Select, Table, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, object_session
 
-from storage.codec import CODEC_NAME, SampleBlock, checksum, decode_block, encode_block
+from storage.codec import CODEC_NAME, SampleBlock, checksum, encode_block
+from storage.crypto import DataCipher, seal_chunk, session_cipher
 from storage.enums import AlarmState
-from storage.errors import ChecksumMismatchError, ChunkConflictError, UnsupportedCodecError
+from storage.errors import ChunkConflictError
+from storage.integrity import verified_block
 from storage.models import Alarm, AuditEntry, Base, Beat, Device, RecordingSession, SignalChunk, Vitals
 from storage.types import utcnow
 
@@ -232,7 +234,18 @@ def insert_chunk(
             f"samples at {recording.fs:g} Hz"
         )
     payload = encode_block(block)
-    digest = checksum(payload)
+    digest = checksum(payload)  # of the plain block: see storage.integrity
+    cipher = session_cipher(session)
+    stored = payload
+    if cipher is not None:
+        stored = seal_chunk(
+            cipher,
+            payload,
+            session_id=recording.id,
+            first_seq=first_seq,
+            n_samples=end_seq - first_seq,
+            codec=CODEC_NAME,
+        )
     row = {
         "session_id": recording.id,
         "first_seq": first_seq,
@@ -240,8 +253,9 @@ def insert_chunk(
         "t_start": chunk_time(recording, first_seq),
         "t_end": chunk_time(recording, end_seq),
         "codec": CODEC_NAME,
-        "payload": payload,
+        "payload": stored,
         "checksum": digest,
+        "key_id": cipher.key_id if cipher is not None else None,
         "created_at": utcnow(),
     }
     # Stored chunks never overlap, so only the last one starting before
@@ -267,17 +281,42 @@ def insert_chunk(
     return _insert_ignoring_conflicts(session, SignalChunk.__table__, [row]) == 1
 
 
-def load_block(chunk: SignalChunk) -> SampleBlock:
-    """Decode a stored chunk after verifying its checksum.
+def load_block(chunk: SignalChunk, *, cipher: DataCipher | None = None) -> SampleBlock:
+    """Decode a stored chunk after decrypting it and verifying its checksum.
+
+    Parameters
+    ----------
+    chunk : SignalChunk
+        The row.
+    cipher : DataCipher, optional
+        Keys to open an encrypted chunk with (default: those of the session
+        the chunk belongs to).
 
     Raises
     ------
     ChecksumMismatchError
         If the payload's SHA-256 differs from the stored checksum.
+    storage.errors.TamperedDataError
+        If an encrypted payload fails authentication.
+    storage.errors.DataKeyError
+        If the chunk is encrypted under a key that is not loaded.
     UnsupportedCodecError
         If the chunk was written with an unknown codec.
     """
-    return _verified_block(chunk.id, chunk.codec, chunk.payload, chunk.checksum)
+    if cipher is None:
+        owner = object_session(chunk)
+        cipher = session_cipher(owner) if owner is not None else None
+    return verified_block(
+        cipher,
+        chunk_id=chunk.id,
+        session_id=chunk.session_id,
+        first_seq=chunk.first_seq,
+        n_samples=chunk.n_samples,
+        codec=chunk.codec,
+        stored=chunk.payload,
+        digest=chunk.checksum,
+        key_id=chunk.key_id,
+    )
 
 
 def stored_ranges(session: Session, recording_id: int) -> list[tuple[int, int]]:
@@ -336,18 +375,24 @@ def iter_samples(
 
     Raises
     ------
-    ChecksumMismatchError
-        When a chunk is corrupted.
+    ChecksumMismatchError, storage.errors.TamperedDataError
+        When a chunk is corrupted or was tampered with.
+    storage.errors.DataKeyError
+        When a chunk is encrypted under a key that is not loaded.
     ValueError
         If ``end`` is not after ``start``.
     """
     _check_window(start, end)
+    cipher = session_cipher(session)
     stmt = (
         select(
             SignalChunk.id,
             SignalChunk.codec,
             SignalChunk.payload,
             SignalChunk.checksum,
+            SignalChunk.key_id,
+            SignalChunk.first_seq,
+            SignalChunk.n_samples,
             RecordingSession.id,
             RecordingSession.started_at,
         )
@@ -362,8 +407,18 @@ def iter_samples(
         .execution_options(yield_per=batch)
     )
     with session.execute(stmt) as rows:
-        for chunk_id, codec, payload, digest, recording_id, started_at in rows:
-            block = _verified_block(chunk_id, codec, payload, digest)
+        for chunk_id, codec, payload, digest, key_id, first_seq, n_samples, recording_id, started_at in rows:
+            block = verified_block(
+                cipher,
+                chunk_id=chunk_id,
+                session_id=recording_id,
+                first_seq=first_seq,
+                n_samples=n_samples,
+                codec=codec,
+                stored=payload,
+                digest=digest,
+                key_id=key_id,
+            )
             window = _trim(recording_id, started_at, block, start, end)
             if window is not None:
                 yield window
@@ -601,12 +656,3 @@ def _trim(
     )
     t0 = started_at + timedelta(seconds=first_seq / block.fs)
     return WindowBlock(session_id=recording_id, t0=t0, block=trimmed)
-
-
-def _verified_block(chunk_id: int | None, codec: str, payload: bytes, digest: str) -> SampleBlock:
-    if codec != CODEC_NAME:
-        raise UnsupportedCodecError(f"signal chunk {chunk_id}: unknown codec {codec!r}")
-    actual = checksum(payload)
-    if actual != digest:
-        raise ChecksumMismatchError(chunk_id, digest, actual)
-    return decode_block(payload)

@@ -9,7 +9,7 @@ import dash
 from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 from flask_login import current_user
 
-from dashboard.access import AccessDeniedError, current_db, visible_patients
+from dashboard.access import AccessDeniedError, can_export, current_db, visible_patients
 from dashboard.components import ack_note_input, alarm_table, attrs, empty_state
 from dashboard.figures import strip_figure
 from dashboard.queries import acknowledge, alarm_history, alarm_rows, beat_points, ecg_window
@@ -168,6 +168,15 @@ def show_strip(clicks: list[int | None]) -> Any:
     )
     return [
         html.H2(f"Alarm {alarm_id}", className="cm-subtitle"),
+        html.A(
+            "PDF report",
+            href=f"/alarms/{alarm_id}/report.pdf",
+            download=f"alarm-{alarm_id}-report.pdf",
+            id="alarm-report-link",
+            className="btn btn-outline",
+        )
+        if can_export(current_user.role)
+        else None,
         strip,
         html.Ol([html.Li(f"{t:%Y-%m-%d %H:%M:%S} — {text}") for t, text in history], id="alarm-history"),
     ]

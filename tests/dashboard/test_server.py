@@ -93,6 +93,18 @@ class TestSession:
         assert actions.count("auth.login_failed") == 2
         assert "auth.login_throttled" in actions
 
+    def test_throttle_survives_restart(self, app_factory: Any, client_login: Any, seeded: Any) -> None:
+        """Failures are counted in the audit log, so a new process (a new app) still refuses."""
+        first = app_factory(LOGIN_MAX_FAILURES=2).server.test_client()
+        assert client_login(first, "clin", "wrong password 1") == 401
+        assert client_login(first, "clin", "wrong password 2") == 401
+        restarted = app_factory(LOGIN_MAX_FAILURES=2).server.test_client()
+        assert client_login(restarted, "clin") == 401
+        assert client_login(restarted, "admin") == 401  # the address is locked too
+        fresh = app_factory(LOGIN_MAX_FAILURES=2).server.test_client()
+        fresh.environ_base["REMOTE_ADDR"] = "10.9.9.9"
+        assert client_login(fresh, "admin") == 302  # another user from another address is not
+
     def test_logout_clears_session(self, app_factory: Any, client_login: Any, seeded: Any) -> None:
         client = app_factory().server.test_client()
         client_login(client, "clin")
@@ -102,6 +114,37 @@ class TestSession:
         assert csrf is not None
         assert client.post("/logout", data={"csrf_token": csrf.value}).status_code == 302
         assert client.get("/_dash-layout").status_code == 401
+
+
+class TestStyling:
+    def test_login_page_is_styled(self, app_factory: Any) -> None:
+        client = app_factory().server.test_client()
+        html = client.get("/login").get_data(as_text=True)
+        assert '<link rel="stylesheet" href="/assets/bootstrap.min.css">' in html
+        assert html.index("bootstrap.min.css") < html.index("monitor.css")
+        assert 'data-bs-theme="dark"' in html
+        assert "localStorage.getItem('cm-theme')" in html  # the stored theme before first paint
+
+    def test_public_stylesheets_only(self, app_factory: Any) -> None:
+        client = app_factory().server.test_client()
+        with client.get("/assets/bootstrap.min.css") as bootstrap:  # a file response: close it
+            assert bootstrap.status_code == 200
+            assert b"Bootstrap" in bootstrap.data[:200]  # with its license header
+            assert b"data-bs-theme=dark" in bootstrap.data
+        with client.get("/assets/monitor.css") as monitor:
+            assert monitor.status_code == 200
+        for private in ("/assets/live.js", "/assets/bootstrap.LICENSE.txt", "/assets/../dashboard/auth.py"):
+            assert client.get(private).status_code == 401, private
+        assert client.get("/assets/monitor.css/../live.js").status_code == 401
+
+    def test_app_pages_load_bootstrap_before_monitor(
+        self, app_factory: Any, client_login: Any, seeded: Any
+    ) -> None:
+        client = app_factory().server.test_client()
+        client_login(client, "clin")
+        html = client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+        assert '<html lang="en" data-bs-theme="dark">' in html
+        assert html.index("/assets/bootstrap.min.css") < html.index("/assets/monitor.css")
 
 
 class TestLiveToken:

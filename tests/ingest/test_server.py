@@ -701,10 +701,12 @@ def _subscribe(token: str, patient: int | None, also: Sequence[int] = ()) -> str
     return json.dumps({"type": "subscribe", "token": token, "view": "patient", "patient_id": patient})
 
 
-def http_get(url: str) -> tuple[int, str, str]:
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Status, content type and body of a plain HTTP GET (errors included)."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=5
+        ) as response:
             return response.status, response.headers["Content-Type"], response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
@@ -722,18 +724,24 @@ class TestHealth:
     def test_health_reports_streams_and_queues(self, sqlite_db: Database) -> None:
         token = register(sqlite_db, "health-1")
 
-        async def scenario() -> tuple[tuple[int, str, str], tuple[int, str, str]]:
-            async with running(sqlite_db) as server:
+        async def scenario() -> list[tuple[int, str, str]]:
+            async with running(sqlite_db, health_token="monitoring-secret") as server:
                 ws, _ = await open_device(server, hello_text("health-1", token))
                 await ws.send(encode_binary_samples(frame(0)))
                 await ws.recv()
                 base = f"http://127.0.0.1:{server.port}"
-                health = await asyncio.to_thread(http_get, f"{base}/health")
-                missing = await asyncio.to_thread(http_get, f"{base}/nowhere")
+                answers = [
+                    await asyncio.to_thread(
+                        http_get, f"{base}/health", {"Authorization": "Bearer monitoring-secret"}
+                    ),
+                    await asyncio.to_thread(http_get, f"{base}/health"),
+                    await asyncio.to_thread(http_get, f"{base}/health", {"Authorization": "Bearer wrong"}),
+                    await asyncio.to_thread(http_get, f"{base}/nowhere"),
+                ]
                 await ws.close()
-                return health, missing
+                return answers
 
-        (status, content_type, body), (missing, _, _) = run(scenario())
+        (status, content_type, body), (_, _, anonymous), (_, _, wrong), (missing, _, _) = run(scenario())
         assert (status, content_type, missing) == (200, "application/json", 404)
         health = json.loads(body)
         assert health["status"] == "ok"
@@ -745,8 +753,16 @@ class TestHealth:
             90,
             0,
         )
-        assert {"behind_s", "queue", "analysis_queue", "gaps", "replay"} <= set(stream)
+        assert {"behind_s", "queue", "analysis_queue", "gaps", "replay", "patient_id", "session_id"} <= set(
+            stream
+        )
         assert health["totals"]["frames_stored"] == 1
+        # Without the health token (or with a wrong one) the same numbers, but no device/patient identifiers.
+        for text in (anonymous, wrong):
+            (public,) = json.loads(text)["streams"]
+            assert not {"device", "stream_id", "session_id", "patient_id"} & set(public)
+            assert (public["upto"], public["lag_s"]) == (90, 0)
+            assert "health-1" not in text
 
 
 class TestServe:
