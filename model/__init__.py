@@ -23,11 +23,13 @@ from model.checkpoint import (
 )
 from model.cnn_lstm import (
     CNNLSTM,
+    RR_MODES,
     BeatSequenceModel,
     LeadAttention,
     ModelConfig,
     ModelOutput,
     MultiScaleBeatEncoder,
+    RRInputs,
     dilation_for,
 )
 from model.data import (
@@ -82,9 +84,12 @@ from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_m
 from model.registry import MODEL_ALIASES, get_model, list_models
 from model.training import (
     GRID,
+    OFFSET_GRID,
     PROTOCOLS,
     TrainConfig,
     TrainData,
+    calibrate_checkpoint,
+    calibrate_class_offsets,
     grid_search,
     make_data,
     select_device,
@@ -101,7 +106,9 @@ __all__ = [
     "GRID",
     "MODEL_ALIASES",
     "NON_PACED_RECORDS",
+    "OFFSET_GRID",
     "PROTOCOLS",
+    "RR_MODES",
     "SHIPPED_WEIGHTS",
     "BeatClassifier",
     "BeatPrediction",
@@ -117,6 +124,7 @@ __all__ = [
     "ModelOutput",
     "MultiScaleBeatEncoder",
     "PreprocessConfig",
+    "RRInputs",
     "RawBeatEncoder",
     "RecordBeats",
     "Split",
@@ -124,6 +132,8 @@ __all__ = [
     "TrainData",
     "abnormal_loss",
     "beats_cache_dir",
+    "calibrate_checkpoint",
+    "calibrate_class_offsets",
     "class_metrics",
     "class_weights_from_counts",
     "classification_loss",

@@ -23,7 +23,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from model.cnn_lstm import BeatSequenceModel, LeadAttention, LSTMState, ModelConfig, MultiScaleBeatEncoder
+from model.cnn_lstm import (
+    BeatSequenceModel,
+    LeadAttention,
+    LSTMState,
+    ModelConfig,
+    MultiScaleBeatEncoder,
+    RRInputs,
+)
 
 __all__ = ["CNNOnly", "LSTMOnly", "RawBeatEncoder"]
 
@@ -44,8 +51,6 @@ class CNNOnly(BeatSequenceModel):
 class RawBeatEncoder(nn.Module):
     """Lead attention, average pooling to ``n_window / 4`` samples, a linear map, RR concat."""
 
-    rr_index: Tensor
-
     def __init__(self, config: ModelConfig, pool: int = 4) -> None:
         super().__init__()
         self.attention = LeadAttention(config.n_leads)
@@ -54,8 +59,8 @@ class RawBeatEncoder(nn.Module):
         self.project = nn.Sequential(
             nn.Linear(n_pooled, config.hidden), nn.ReLU(), nn.Dropout(config.dropout)
         )
-        self.register_buffer("rr_index", torch.tensor(config.rr_columns, dtype=torch.long), persistent=False)
-        self.out_features = config.hidden + len(config.rr_columns)
+        self.rr_inputs = RRInputs(config)
+        self.out_features = config.hidden + self.rr_inputs.out_features
 
     def forward(self, windows: Tensor, rr: Tensor, lead_mask: Tensor | None = None) -> Tensor:
         """``windows`` (B, T, L, W), ``rr`` (B, T, 7) -> (B, T, D)."""
@@ -63,7 +68,7 @@ class RawBeatEncoder(nn.Module):
         z = self.pool(self.attention(windows, lead_mask).reshape(b * t, 1, w)).reshape(
             b, t, -1
         )  # (B, T, W/4)
-        return torch.cat([self.project(z), rr.index_select(-1, self.rr_index)], dim=-1)
+        return torch.cat([self.project(z), self.rr_inputs(rr)], dim=-1)
 
 
 class LSTMOnly(BeatSequenceModel):

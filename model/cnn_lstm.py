@@ -15,8 +15,14 @@ features ``rr_t``:
   and two more convolution blocks.
 * eq. 13, the morphology regulariser, acts on the QRS-branch kernels
   (:meth:`CNNLSTM.qrs_kernels`, :func:`model.losses.morphology_regulariser`).
-* eq. 14, RR conditioning: ``h_t = [GAP(F_t); rr_t]``.
+* eq. 14, RR conditioning: ``h_t = [GAP(F_t); rr_t]``. With
+  ``rr_mode="relative"`` (:class:`RRInputs`) ``rr_t`` is replaced by log
+  ratios of the intervals to the stream's own rhythm, which carry over
+  between patients where absolute intervals do not.
 * eq. 15, a unidirectional LSTM over consecutive beats: ``s_t = LSTM(h_t, s_{t-1})``.
+  With ``context_contrast`` the LSTM also reads ``h_t - mean(h_1..h_t)``,
+  each beat's features against the running mean of its context, a causal
+  per-stream normalisation of morphology.
 * eq. 16, heads on ``s_t``: the AAMI class of beat ``t``, normal vs
   abnormal, and for each horizon ``h`` the class of beat ``t + h``.
 
@@ -33,6 +39,9 @@ References
    doi:10.18280/isi.300713
 .. [2] Yu F, Koltun V. Multi-scale context aggregation by dilated
    convolutions. ICLR 2016.
+.. [3] Mondéjar-Guerra V et al. Heartbeat classification fusing temporal
+   and morphological information of ECGs via ensemble of classifiers.
+   Biomed Signal Process Control 47:41-48, 2019 (normalised RR features).
 """
 
 from __future__ import annotations
@@ -47,15 +56,20 @@ from model.data import rr_columns
 
 __all__ = [
     "CNNLSTM",
+    "RR_MODES",
     "BeatSequenceModel",
     "LeadAttention",
     "ModelConfig",
     "ModelOutput",
     "MultiScaleBeatEncoder",
+    "RRInputs",
     "dilation_for",
 ]
 
 LSTMState = tuple[Tensor, Tensor]
+
+#: How the RR features enter the network (:class:`RRInputs`).
+RR_MODES: tuple[str, ...] = ("raw", "relative")
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,21 @@ class ModelConfig:
     seq_len : int
         Beats of history the sequence models see (training sequence length
         and the inference context).
+    rr_mode : str
+        ``raw``: the RR columns as given (seconds and ratios); ``relative``:
+        log ratios to the stream's own rhythm only (:class:`RRInputs`).
+    rr_ratio_scale : float
+        Factor on the log ratios of ``relative`` mode, so that a 10 %
+        premature beat moves its feature by about 0.5, the scale of the
+        convolutional features it is concatenated with.
+    context_contrast : bool
+        Feed the LSTM each beat's features minus their running mean over
+        the beat's context as well (:meth:`CNNLSTM.temporal`).
+    class_offsets : tuple of float
+        Added to the class logits (one per class) after training, chosen on
+        the validation records (:func:`model.training.calibrate_class_offsets`);
+        empty for none. They move the decision thresholds between classes,
+        not the probabilities' ranking within a class.
     """
 
     n_leads: int = 2
@@ -111,6 +140,19 @@ class ModelConfig:
     hidden: int = 64
     dropout: float = 0.3
     seq_len: int = 16
+    rr_mode: str = "raw"
+    rr_ratio_scale: float = 5.0
+    context_contrast: bool = False
+    class_offsets: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.rr_mode not in RR_MODES:
+            raise ValueError(f"`rr_mode` must be one of {RR_MODES}, got {self.rr_mode!r}")
+        if self.class_offsets and len(self.class_offsets) != self.n_classes:
+            raise ValueError(
+                f"`class_offsets` must have one value per class ({self.n_classes}), "
+                f"got {len(self.class_offsets)}"
+            )
 
     @property
     def rr_columns(self) -> tuple[int, ...]:
@@ -121,6 +163,7 @@ class ModelConfig:
         """Plain-type form for checkpoints."""
         d = asdict(self)
         d["horizons"] = list(self.horizons)
+        d["class_offsets"] = list(self.class_offsets)
         return d
 
     @classmethod
@@ -133,6 +176,8 @@ class ModelConfig:
         kw = dict(d)
         if "horizons" in kw:
             kw["horizons"] = tuple(int(h) for h in kw["horizons"])  # type: ignore[attr-defined]
+        if "class_offsets" in kw:
+            kw["class_offsets"] = tuple(float(v) for v in kw["class_offsets"])  # type: ignore[attr-defined]
         return cls(**kw)  # type: ignore[arg-type]
 
 
@@ -195,10 +240,52 @@ class LeadAttention(nn.Module):
         return torch.einsum("btlw,bl->btw", x, a)
 
 
-class MultiScaleBeatEncoder(nn.Module):
-    """Eqs. 11-14: lead attention, dilated P/QRS/T branches, conv blocks, GAP, RR concat."""
+class RRInputs(nn.Module):
+    """The RR part of eq. 14: the raw columns, or log ratios to the stream's rhythm.
+
+    ``raw`` passes the columns of :attr:`ModelConfig.rr_columns` through.
+    ``relative`` computes, from the same seven input columns,
+
+    * ``log(pre_rr / local_rr)``, ``log(pre_rr / mean_rr)``,
+      ``log(local_rr / mean_rr)``, and with ``use_post_rr``
+    * ``log(post_rr / pre_rr)``, ``log(post_rr / local_rr)``,
+
+    each clipped to ``[-2, 2]`` (a missed or spurious beat) and multiplied by
+    ``rr_ratio_scale``. Absolute intervals, which differ between patients
+    more than between beat classes, are left out: prematurity and the
+    compensatory pause are judged against the patient's own rhythm, which is
+    what inter-patient SVEB detection hinges on [3]_. The inputs of the
+    network (and so of the inference API and the live pipeline) are
+    unchanged; the ratios are derived inside it.
+    """
 
     rr_index: Tensor
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.mode = config.rr_mode
+        self.scale = float(config.rr_ratio_scale)
+        self.use_post_rr = config.use_post_rr
+        self.register_buffer("rr_index", torch.tensor(config.rr_columns, dtype=torch.long), persistent=False)
+        if self.mode == "raw":
+            self.out_features = len(config.rr_columns)
+        else:
+            self.out_features = 5 if config.use_post_rr else 3
+
+    def forward(self, rr: Tensor) -> Tensor:
+        """``rr`` (..., 7), columns :data:`sigproc.beats.RR_FEATURE_NAMES` -> (..., out_features)."""
+        if self.mode == "raw":
+            return rr.index_select(-1, self.rr_index)
+        iv = rr[..., :4].clamp(min=1e-3)
+        pre, post, local, mean = iv.unbind(-1)
+        ratios = [pre / local, pre / mean, local / mean]
+        if self.use_post_rr:
+            ratios += [post / pre, post / local]
+        return torch.stack(ratios, dim=-1).log().clamp(-2.0, 2.0) * self.scale  # (..., R)
+
+
+class MultiScaleBeatEncoder(nn.Module):
+    """Eqs. 11-14: lead attention, dilated P/QRS/T branches, conv blocks, GAP, RR concat."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -226,8 +313,8 @@ class MultiScaleBeatEncoder(nn.Module):
             nn.BatchNorm1d(c.conv_channels),
             nn.ReLU(),
         )
-        self.register_buffer("rr_index", torch.tensor(c.rr_columns, dtype=torch.long), persistent=False)
-        self.out_features = c.conv_channels + len(c.rr_columns)
+        self.rr_inputs = RRInputs(c)
+        self.out_features = c.conv_channels + self.rr_inputs.out_features
         self._fused: tuple[list[nn.Conv1d], nn.Conv1d, nn.Conv1d] | None = None
 
     @property
@@ -247,7 +334,7 @@ class MultiScaleBeatEncoder(nn.Module):
             f = torch.cat([branch(z) for branch in self.branches], dim=1)  # (B*T, 3C, W)
             f = self.blocks(self.post_branch(f))  # (B*T, C2, W')
         g = f.mean(dim=-1).reshape(b, t, -1)  # (B, T, C2), global average pooling
-        return torch.cat([g, rr.index_select(-1, self.rr_index)], dim=-1)  # (B, T, D), eq. 14
+        return torch.cat([g, self.rr_inputs(rr)], dim=-1)  # (B, T, D), eq. 14
 
     def fuse(self) -> None:
         """Fold the batch norms into the convolutions for faster inference.
@@ -352,7 +439,12 @@ class BeatSequenceModel(nn.Module):
         s = self.drop(s)
         b, t, _ = s.shape
         early = self.early_head(s).reshape(b, t, len(self.config.horizons), self.config.n_classes)
-        return ModelOutput(self.class_head(s), self.abnormal_head(s).squeeze(-1), early)
+        logits = self.class_head(s)  # (B, T, C)
+        if self.config.class_offsets:
+            logits = logits + torch.tensor(
+                self.config.class_offsets, dtype=logits.dtype, device=logits.device
+            )
+        return ModelOutput(logits, self.abnormal_head(s).squeeze(-1), early)
 
     def qrs_kernels(self) -> Tensor | None:
         """Kernels the morphology regulariser acts on (eq. 13), or None without convolutions."""
@@ -389,4 +481,21 @@ class CNNLSTM(BeatSequenceModel):
         encoder = MultiScaleBeatEncoder(config)
         super().__init__(config)
         self.encoder = encoder
-        self.lstm = nn.LSTM(encoder.out_features, config.hidden, batch_first=True)
+        n_in = encoder.out_features * (2 if config.context_contrast else 1)
+        self.lstm = nn.LSTM(n_in, config.hidden, batch_first=True)
+
+    def temporal(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
+        """Eq. 15 over features (B, T, D); with ``context_contrast`` over ``[h_t, h_t - mean(h_1..h_t)]``.
+
+        The running mean starts at the first beat of ``features``: every
+        caller (training sequences, the sliding inference context, the live
+        pipeline) passes the beat's whole context, so the contrast is the
+        same causal quantity everywhere. A beat whose shape departs from the
+        beats around it (an ectopic beat in a patient's own rhythm) stands
+        out whatever the patient's usual morphology.
+        """
+        if self.config.context_contrast:
+            steps = torch.arange(1, features.shape[1] + 1, device=features.device, dtype=features.dtype)
+            running = features.cumsum(dim=1) / steps[None, :, None]  # (B, T, D)
+            features = torch.cat([features, features - running], dim=-1)  # (B, T, 2D)
+        return super().temporal(features, state)

@@ -29,6 +29,7 @@ References
 
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 import random
@@ -41,9 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch import Tensor
 from tqdm import tqdm
 
-from model.checkpoint import Checkpoint, save_checkpoint
+from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.cnn_lstm import BeatSequenceModel, ModelConfig
 from model.data import (
     DEFAULT_VALIDATION_RECORDS,
@@ -64,9 +66,12 @@ from sigproc.records import AAMI_CLASSES
 
 __all__ = [
     "GRID",
+    "OFFSET_GRID",
     "PROTOCOLS",
     "TrainConfig",
     "TrainData",
+    "calibrate_checkpoint",
+    "calibrate_class_offsets",
     "grid_search",
     "make_data",
     "select_device",
@@ -82,6 +87,10 @@ GRID: dict[str, tuple[float, ...]] = {
     "batch_size": (32, 64, 128),
     "dropout": (0.2, 0.5),
 }
+
+
+#: Candidate logit offsets of :func:`calibrate_class_offsets`.
+OFFSET_GRID: tuple[float, ...] = tuple(round(v, 2) for v in np.arange(-2.0, 3.01, 0.25))
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,11 @@ class TrainConfig:
         Leads the model takes (2: MLII and the second lead).
     lead_dropout : float
         Probability of masking the second lead of a training sequence.
+    rr_mode : str
+        ``raw`` or ``relative`` RR inputs (:class:`model.cnn_lstm.RRInputs`).
+    context_contrast : bool
+        Let the CNN-LSTM's LSTM read each beat's features against the
+        running mean of its context (:meth:`model.cnn_lstm.CNNLSTM.temporal`).
     class_weight_power, class_weight_cap : float
         Class weighting of the cross-entropy (:func:`model.losses.class_weights_from_counts`).
     w_binary, w_temporal, w_early, early_emphasis, w_symmetry, w_tv : float
@@ -128,6 +142,15 @@ class TrainConfig:
         ``auto`` (a GPU when present), ``cpu`` or ``cuda``.
     max_batches : int
         Cap on batches per epoch (0: no cap); for smoke tests.
+    ema_decay : float
+        Decay of an exponential moving average of the weights (and batch-norm
+        statistics), updated after every step; when positive, validation,
+        early stopping and the checkpoint use the averaged network, which
+        damps the epoch-to-epoch swings of the inter-patient validation
+        score. 0 (the paper's setting) trains and keeps the raw weights.
+    calibrate : bool
+        After training, choose class logit offsets on the validation records
+        (:func:`calibrate_class_offsets`) and store them in the checkpoint.
     """
 
     model: str = "cnn_lstm"
@@ -147,6 +170,8 @@ class TrainConfig:
     horizons: tuple[int, ...] = (1, 2, 3)
     n_leads: int = 2
     lead_dropout: float = 0.5
+    rr_mode: str = "raw"
+    context_contrast: bool = False
     class_weight_power: float = 0.5
     class_weight_cap: float = 20.0
     w_binary: float = 0.5
@@ -163,6 +188,8 @@ class TrainConfig:
     threads: int = 0
     device: str = "auto"
     max_batches: int = 0
+    ema_decay: float = 0.0
+    calibrate: bool = False
 
     def model_config(self, preprocess: PreprocessConfig) -> ModelConfig:
         """The network configuration these settings imply."""
@@ -177,6 +204,8 @@ class TrainConfig:
             hidden=self.hidden,
             dropout=self.dropout,
             seq_len=self.seq_len,
+            rr_mode=self.rr_mode,
+            context_contrast=self.context_contrast,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -263,6 +292,8 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
         ``validation`` (metrics at the best epoch), ``history`` (per epoch:
         train loss and terms, validation score), ``train_seconds``.
     """
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ValueError(f"`ema_decay` must be in [0, 1), got {config.ema_decay}")
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     _seed_everything(config.seed)
@@ -284,14 +315,18 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
         w_l2=config.l2,
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    averaged = copy.deepcopy(model) if config.ema_decay > 0 else None
+    kept = averaged if averaged is not None else model  # the network validated and saved
     rng = np.random.default_rng(config.seed)
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, torch.Tensor], dict[str, Any]] | None = None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         data.train.reshuffle(int(rng.integers(config.seq_len)))
-        terms = _train_epoch(model, data.train, optimiser, loss_cfg, config, rng, device, epoch, progress)
-        val = evaluate_beats(model, data.validation, data.validation_mask, device=device)
+        terms = _train_epoch(
+            model, data.train, optimiser, loss_cfg, config, rng, device, epoch, progress, averaged
+        )
+        val = evaluate_beats(kept, data.validation, data.validation_mask, device=device)
         score = _selection_score(val)
         f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in ("N", "S", "V")}
         history.append({"epoch": epoch, **terms, "val_score": score, "val_accuracy": val["accuracy"], **f1})
@@ -299,30 +334,18 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
             per = "  ".join(f"{c} {v:.1f}" for c, v in zip("NSV", f1.values(), strict=True))
             tqdm.write(f"epoch {epoch}: loss {terms['loss']:.4f}  val mean F1(N,S,V) {score:.2f}  ({per})")
         if best is None or score > best[0]:
-            state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
             best = (score, epoch, state, val)
+            # Written at every improvement, so that an interrupted run leaves its best epoch behind.
+            metrics = _run_metrics(best, history, started, loss_cfg)
+            save_checkpoint(_checkpoint(config, model, pre, data.split, best[2], metrics), out)
         elif epoch - best[1] >= config.patience:
             break
     assert best is not None  # at least one epoch ran: epochs >= 1 is checked below
-    seconds = time.perf_counter() - started
-    metrics = {
-        "validation": best[3],
-        "best_epoch": best[1],
-        "epochs_run": len(history),
-        "train_seconds": seconds,
-        "class_weights": list(loss_cfg.class_weights),
-        "history": history,
-    }
-    ckpt = Checkpoint(
-        model_name=config.model,
-        model_config=model.config,
-        preprocess=pre,
-        state_dict=best[2],
-        split=data.split,
-        metrics=metrics,
-        train_config=config.to_dict(),
-    )
-    save_checkpoint(ckpt, out)
+    metrics = _run_metrics(best, history, started, loss_cfg)
+    save_checkpoint(_checkpoint(config, model, pre, data.split, best[2], metrics), out)
+    if config.calibrate:
+        metrics = calibrate_checkpoint(out, out, data.validation, masks=data.validation_mask).metrics
     return {"checkpoint": str(out), "split": data.split.to_dict(), **metrics}
 
 
@@ -367,6 +390,112 @@ def grid_search(config: TrainConfig, *, out_csv: Path, max_epochs: int) -> list[
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+@torch.no_grad()
+def calibrate_class_offsets(
+    model: BeatSequenceModel,
+    records: list[RecordBeats],
+    masks: list[NDArray[np.bool_]] | None = None,
+    *,
+    classes: tuple[str, ...] = ("S", "V"),
+    leads: tuple[int, ...] = (2, 1),
+    grid: tuple[float, ...] = OFFSET_GRID,
+    rounds: int = 2,
+) -> tuple[float, ...]:
+    """Class logit offsets that maximise the validation selection score.
+
+    The network's class logits on the validation ``records`` are computed
+    once per lead count; then, by coordinate ascent over ``classes`` (N and
+    the rest stay at 0), each offset takes the value of ``grid`` that
+    maximises the mean over ``leads`` of the early-stopping score (mean F1
+    of N, S and V), ties going to the smaller offset. Weighted
+    cross-entropy leaves the class priors of the training patients in the
+    logits; this moves the decision thresholds to where they work for
+    patients the network has not seen, using only the validation records.
+
+    Parameters
+    ----------
+    model : BeatSequenceModel
+        A trained network; offsets it already has are ignored.
+    records : list of RecordBeats
+        Validation records (DS1 for the inter-patient protocol, never DS2).
+    masks : list of ndarray of bool, optional
+        Beats of each record that belong to the validation set (pooled splits).
+    classes : tuple of str
+        Classes whose offset is searched.
+    leads : tuple of int
+        Lead counts averaged in the objective.
+    grid : tuple of float
+        Candidate offsets.
+    rounds : int
+        Passes of coordinate ascent.
+
+    Returns
+    -------
+    tuple of float
+        One offset per class of :data:`sigproc.records.AAMI_CLASSES`.
+
+    Raises
+    ------
+    ValueError
+        For a class name that is not an AAMI class, or an empty ``grid``.
+    """
+    bad = [c for c in classes if c not in AAMI_CLASSES]
+    if bad or not grid:
+        raise ValueError(f"`classes` must be AAMI classes and `grid` non-empty, got {classes}, {grid}")
+    n_classes = model.config.n_classes
+    current = torch.tensor(model.config.class_offsets or (0.0,) * n_classes)
+    runs: list[tuple[Tensor, NDArray[np.int64]]] = []
+    for n_leads in leads:
+        if n_leads > model.config.n_leads:
+            continue
+        mask = torch.arange(model.config.n_leads) < n_leads
+        logits, labels = [], []
+        for i, rec in enumerate(records):
+            out = predict_arrays(model, torch.from_numpy(rec.windows), torch.from_numpy(rec.rr), mask)
+            keep = np.ones(len(rec), dtype=bool) if masks is None else masks[i]
+            logits.append(out.class_logits.cpu()[torch.from_numpy(keep)] - current)
+            labels.append(rec.labels[keep])
+        runs.append((torch.cat(logits), np.concatenate(labels)))
+    model.train()
+
+    return _search_offsets(runs, classes, grid, rounds, n_classes)
+
+
+def calibrate_checkpoint(
+    path: str | Path,
+    out: str | Path,
+    records: list[RecordBeats] | None = None,
+    *,
+    masks: list[NDArray[np.bool_]] | None = None,
+    data_dir: str | None = None,
+) -> Checkpoint:
+    """:func:`calibrate_class_offsets` on a checkpoint's validation records; writes ``out``.
+
+    ``records`` default to the split's validation records (inter-patient:
+    DS1 records, never DS2). The checkpoint's metrics gain
+    ``class_offsets``, ``validation_uncalibrated`` and ``validation`` with
+    the offsets, at two leads, plus ``validation_1_lead`` for one lead.
+    """
+    ckpt = load_checkpoint(path)
+    if records is None:
+        if ckpt.split.protocol != "inter-patient":
+            raise ValueError("pass the validation `records` (and `masks`) for pooled splits")
+        records = load_records(ckpt.split.validation, ckpt.preprocess, data_dir=data_dir)
+    net = ckpt.build()
+    offsets = calibrate_class_offsets(net, records, masks)
+    config = replace(ckpt.model_config, class_offsets=offsets)
+    calibrated = replace(ckpt, model_config=config)
+    net = calibrated.build()
+    metrics = dict(ckpt.metrics)
+    metrics["validation_uncalibrated"] = metrics.get("validation")
+    metrics["class_offsets"] = list(offsets)
+    metrics["validation"] = evaluate_beats(net, records, masks, n_leads=2)
+    metrics["validation_1_lead"] = evaluate_beats(net, records, masks, n_leads=1)
+    calibrated.metrics = metrics
+    save_checkpoint(calibrated, out)
+    return calibrated
 
 
 @torch.no_grad()
@@ -428,6 +557,88 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@torch.no_grad()
+def _update_average(averaged: BeatSequenceModel, model: BeatSequenceModel, decay: float) -> None:
+    """``averaged <- decay * averaged + (1 - decay) * model``, parameters and float buffers.
+
+    Integer buffers (batch-norm step counts) are copied.
+    """
+    for a, p in zip(averaged.parameters(), model.parameters(), strict=True):
+        a.lerp_(p, 1.0 - decay)
+    for ab, b in zip(averaged.buffers(), model.buffers(), strict=True):
+        if ab.is_floating_point():
+            ab.lerp_(b, 1.0 - decay)
+        else:
+            ab.copy_(b)
+
+
+def _search_offsets(
+    runs: list[tuple[Tensor, NDArray[np.int64]]],
+    classes: tuple[str, ...],
+    grid: tuple[float, ...],
+    rounds: int,
+    n_classes: int,
+) -> tuple[float, ...]:
+    """Coordinate ascent of the mean selection score of ``runs`` (logits (N, C), labels (N,))."""
+
+    def score(offsets: list[float]) -> float:
+        off = torch.tensor(offsets)
+        scores = []
+        for logits, labels in runs:
+            pred = (logits + off).argmax(-1).numpy().astype(np.int64)
+            scores.append(_selection_score({"classes": class_metrics(confusion_matrix(labels, pred))}))
+        return float(np.mean(scores))
+
+    offsets = [0.0] * n_classes
+    best = score(offsets)
+    for _ in range(rounds):
+        for c in classes:
+            k = AAMI_CLASSES.index(c)
+            for v in sorted(grid, key=abs):  # ties go to the smallest offset
+                trial = offsets.copy()
+                trial[k] = float(v)
+                value = score(trial)
+                if value > best + 1e-9:
+                    best, offsets = value, trial
+    return tuple(offsets)
+
+
+def _run_metrics(
+    best: tuple[float, int, dict[str, torch.Tensor], dict[str, Any]],
+    history: list[dict[str, Any]],
+    started: float,
+    loss_cfg: LossConfig,
+) -> dict[str, Any]:
+    """The ``metrics`` of a checkpoint: validation at the best epoch, history, time."""
+    return {
+        "validation": best[3],
+        "best_epoch": best[1],
+        "epochs_run": len(history),
+        "train_seconds": time.perf_counter() - started,
+        "class_weights": list(loss_cfg.class_weights),
+        "history": list(history),
+    }
+
+
+def _checkpoint(
+    config: TrainConfig,
+    model: BeatSequenceModel,
+    pre: PreprocessConfig,
+    split: Split,
+    state: dict[str, torch.Tensor],
+    metrics: dict[str, Any],
+) -> Checkpoint:
+    return Checkpoint(
+        model_name=config.model,
+        model_config=model.config,
+        preprocess=pre,
+        state_dict=state,
+        split=split,
+        metrics=metrics,
+        train_config=config.to_dict(),
+    )
+
+
 def _selection_score(val: dict[str, Any]) -> float:
     f1 = [val["classes"][c]["f1"] for c in ("N", "S", "V") if val["classes"][c]["support"] > 0]
     return float(np.mean(np.nan_to_num(f1, nan=0.0))) if f1 else 0.0
@@ -443,6 +654,7 @@ def _train_epoch(
     device: torch.device,
     epoch: int,
     progress: bool,
+    averaged: BeatSequenceModel | None = None,
 ) -> dict[str, float]:
     model.train()
     order = rng.permutation(len(seqs))
@@ -461,6 +673,8 @@ def _train_epoch(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if averaged is not None:
+            _update_average(averaged, model, config.ema_decay)
         for k, v in {"loss": float(loss.detach()), **terms}.items():
             sums[k] = sums.get(k, 0.0) + v
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,11 @@ from sigproc.filters import StreamingFilter
 from sigproc.records import AAMI_CLASSES, load_record
 
 
-@pytest.fixture
-def classifier(tiny_config: ModelConfig, tmp_path: Path) -> BeatClassifier:
+@pytest.fixture(params=["raw", "relative+contrast"])
+def classifier(request: pytest.FixtureRequest, tiny_config: ModelConfig, tmp_path: Path) -> BeatClassifier:
+    """A tiny CNN-LSTM as a checkpoint: raw RR inputs, and relative RR with context contrast."""
+    if request.param != "raw":
+        tiny_config = replace(tiny_config, rr_mode="relative", context_contrast=True)
     torch.manual_seed(0)
     net = get_model("cnn_lstm", tiny_config)
     pre = PreprocessConfig(fs=tiny_config.fs, window_s=tiny_config.n_window / tiny_config.fs)

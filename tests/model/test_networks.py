@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from model.cnn_lstm import CNNLSTM, LeadAttention, ModelConfig, dilation_for
+from model.cnn_lstm import CNNLSTM, LeadAttention, ModelConfig, MultiScaleBeatEncoder, RRInputs, dilation_for
 from model.registry import MODEL_ALIASES, get_model, list_models
 
 
@@ -86,6 +88,80 @@ class TestPostRRSwitch:
         assert torch.allclose(a, net(x, rr).class_logits)
 
 
+class TestRRInputs:
+    def test_basic(self) -> None:
+        """Relative mode: log ratios of pre, post, local and mean RR, hand-computed."""
+        rr_in = RRInputs(ModelConfig(rr_mode="relative", rr_ratio_scale=2.0))
+        pre, post, local, mean = 0.6, 1.0, 0.8, 0.9
+        rr = torch.tensor([[pre, post, local, mean, pre / local, pre / mean, post / pre]])
+        want = 2.0 * torch.log(
+            torch.tensor([pre / local, pre / mean, local / mean, post / pre, post / local])
+        )
+        assert rr_in.out_features == 5
+        assert torch.allclose(rr_in(rr), want[None], atol=1e-6)
+
+    def test_edge_cases(self) -> None:
+        rr = torch.tensor([[0.6, 1.0, 0.8, 0.9, 0.75, 0.667, 1.667]])
+        raw = RRInputs(ModelConfig())
+        assert torch.equal(raw(rr), rr)  # the shipped behaviour: the seven columns as given
+        causal = RRInputs(ModelConfig(rr_mode="relative", use_post_rr=False))
+        assert causal.out_features == 3
+        late = rr.clone()
+        late[:, 1] = 5.0  # post_rr is never read without the look-ahead
+        assert torch.equal(causal(rr), causal(late))
+        rr_in = RRInputs(ModelConfig(rr_mode="relative"))
+        zero = torch.tensor([[0.0, 1.0, 0.8, 0.8, 0.0, 0.0, 1.0]])  # a degenerate interval: clipped
+        out = rr_in(zero)
+        assert torch.isfinite(out).all()
+        assert out.abs().max() <= 2.0 * ModelConfig().rr_ratio_scale
+
+    def test_patient_rate_invariance(self, tiny_config: ModelConfig) -> None:
+        """In relative mode the network cannot tell a slow heart from a fast one with the same rhythm."""
+        torch.manual_seed(0)
+        net = get_model("cnn_lstm", replace(tiny_config, rr_mode="relative")).eval()
+        x = torch.randn(1, 4, 2, tiny_config.n_window)
+        rr = torch.rand(1, 4, 7) + 0.5
+        slow = rr.clone()
+        slow[..., :4] *= 1.4  # every interval longer, every ratio the same
+        assert torch.allclose(net(x, rr).class_logits, net(x, slow).class_logits, atol=1e-5)
+        raw = get_model("cnn_lstm", tiny_config).eval()
+        assert not torch.allclose(raw(x, rr).class_logits, raw(x, slow).class_logits, atol=1e-5)
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(ValueError, match="`rr_mode` must be one of"):
+            ModelConfig(rr_mode="seconds")
+
+
+class TestContextContrast:
+    def test_basic(self, tiny_config: ModelConfig) -> None:
+        """The LSTM reads [h_t, h_t - mean(h_1..h_t)], computed here by hand."""
+        torch.manual_seed(0)
+        net = get_model("cnn_lstm", replace(tiny_config, context_contrast=True)).eval()
+        assert isinstance(net, CNNLSTM)
+        assert net.lstm is not None
+        assert isinstance(net.encoder, MultiScaleBeatEncoder)
+        h = torch.randn(2, 3, net.encoder.out_features)
+        running = torch.stack([h[:, : t + 1].mean(dim=1) for t in range(3)], dim=1)
+        want, _ = net.lstm(torch.cat([h, h - running], dim=-1))
+        got, _ = net.temporal(h)
+        assert torch.allclose(got, want, atol=1e-6)
+
+    def test_edge_cases(self, tiny_config: ModelConfig) -> None:
+        """Still causal: later beats cannot move the running mean of earlier ones; LSTM input doubled."""
+        torch.manual_seed(0)
+        net = get_model("cnn_lstm", replace(tiny_config, context_contrast=True, rr_mode="relative")).eval()
+        x = torch.randn(1, 6, 2, tiny_config.n_window)
+        rr = torch.rand(1, 6, 7) + 0.5
+        a = net(x, rr).class_logits[:, :3]
+        x2, rr2 = x.clone(), rr.clone()
+        x2[:, 3:] = torch.randn(1, 3, 2, tiny_config.n_window)
+        rr2[:, 3:] = 2.0
+        assert torch.allclose(a, net(x2, rr2).class_logits[:, :3])
+        assert net.lstm is not None
+        assert isinstance(net.encoder, MultiScaleBeatEncoder)
+        assert net.lstm.input_size == 2 * net.encoder.out_features
+
+
 class TestDilation:
     @pytest.mark.parametrize("fs", [180.0, 250.0, 360.0, 500.0])
     def test_receptive_fields_in_seconds(self, fs: float) -> None:
@@ -106,7 +182,9 @@ class TestDilation:
         net = CNNLSTM(ModelConfig(fs=360.0, n_window=259))
         enc = net.encoder
         assert enc.dilations == tuple(dilation_for(s, 360.0, 7) for s in (0.11, 0.08, 0.20))
-        assert net.qrs_kernels().shape == (12, 1, 7)
+        kernels = net.qrs_kernels()
+        assert kernels is not None
+        assert kernels.shape == (12, 1, 7)
 
 
 class TestLeadAttention:
@@ -136,6 +214,7 @@ class TestFuse:
             net(x, rr)
         net.eval()
         plain = net(x, rr).class_logits
+        assert isinstance(net.encoder, MultiScaleBeatEncoder)
         net.encoder.fuse()
         assert net.encoder._fused is not None
         assert torch.allclose(net(x, rr).class_logits, plain, atol=1e-5)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
-from model.data import PreprocessConfig, inter_patient_split
+from model.data import PreprocessConfig, RecordBeats, inter_patient_split
 from model.registry import get_model
-from model.training import TrainConfig, select_device, train
+from model.training import (
+    OFFSET_GRID,
+    TrainConfig,
+    _search_offsets,
+    _update_average,
+    calibrate_class_offsets,
+    select_device,
+    train,
+)
 
 TINY = TrainConfig(
     records=("101", "106"),
@@ -62,9 +72,27 @@ class TestTrainConfig:
         c = TrainConfig()
         assert (c.lr, c.batch_size, c.dropout, c.l2, c.epochs, c.patience) == (1e-3, 64, 0.3, 1e-4, 50, 10)
 
-    def test_exceptions(self) -> None:
+    def test_exceptions(self, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="`device` must be"):
             select_device("tpu")
+        with pytest.raises(ValueError, match=r"`ema_decay` must be in \[0, 1\), got 1.0"):
+            train(TrainConfig(ema_decay=1.0), out=tmp_path / "x.pt", progress=False)
+
+
+class TestWeightAverage:
+    def test_basic(self, tiny_config: ModelConfig) -> None:
+        """One update moves every parameter and float buffer a quarter of the way (decay 0.75)."""
+        torch.manual_seed(0)
+        avg, net = get_model("cnn_lstm", tiny_config), get_model("cnn_lstm", tiny_config)
+        net(torch.randn(3, 4, 2, tiny_config.n_window), torch.rand(3, 4, 7) + 0.5)  # batch-norm statistics
+        before = {k: v.clone() for k, v in avg.state_dict().items()}
+        _update_average(avg, net, 0.75)
+        target = net.state_dict()
+        for k, v in avg.state_dict().items():
+            if v.is_floating_point():
+                assert torch.allclose(v, 0.75 * before[k] + 0.25 * target[k], atol=1e-6), k
+            else:
+                assert torch.equal(v, target[k]), k
 
 
 class TestCheckpoint:
@@ -91,3 +119,45 @@ class TestCheckpoint:
         torch.save({"format": "other"}, tmp_path / "x.pt")
         with pytest.raises(ValueError, match="is not a"):
             load_checkpoint(tmp_path / "x.pt")
+
+
+class TestClassOffsets:
+    def test_basic(self) -> None:
+        """S beats score S 0.6 below N, N beats 0.8 below: the smallest separating offset wins."""
+        labels = np.array([0] * 20 + [1] * 5 + [2] * 5, dtype=np.int64)
+        logits = torch.zeros(30, 5)
+        logits[:, 1] = torch.where(torch.from_numpy(labels) == 1, -0.6, -0.8)
+        logits[:, 2] = torch.where(torch.from_numpy(labels) == 2, 1.0, -1.0)  # V already right
+        logits[:, 3:] = -5.0
+        offsets = _search_offsets([(logits, labels)], ("S", "V"), OFFSET_GRID, 2, 5)
+        assert offsets == (0.0, 0.75, 0.0, 0.0, 0.0)  # 0.75 is the first grid value in (0.6, 0.8]
+
+    def test_edge_cases(self, tiny_config: ModelConfig) -> None:
+        """On a real (tiny) network: one offset per class, N untouched, values from the grid."""
+        torch.manual_seed(0)
+        net = get_model("cnn_lstm", tiny_config)
+        rng = np.random.default_rng(0)
+        n = 30
+        rec = RecordBeats(
+            "x",
+            rng.standard_normal((n, 2, tiny_config.n_window)).astype(np.float32),
+            rng.uniform(0.6, 1.2, (n, 7)).astype(np.float32),
+            rng.choice([0, 0, 0, 1, 2], n).astype(np.int64),
+            np.arange(n, dtype=np.int64) * 100,
+        )
+        offsets = calibrate_class_offsets(net, [rec])
+        assert len(offsets) == 5
+        assert offsets[0] == 0.0
+        assert set(offsets) <= set(OFFSET_GRID)
+        shifted = get_model("cnn_lstm", replace(tiny_config, class_offsets=offsets)).eval()
+        shifted.load_state_dict(net.state_dict())
+        x, rr = torch.from_numpy(rec.windows)[None], torch.from_numpy(rec.rr)[None]
+        diff = shifted(x, rr).class_logits - net.eval()(x, rr).class_logits
+        assert torch.allclose(diff, torch.tensor(offsets).expand_as(diff), atol=1e-6)
+
+    def test_exceptions(self, tiny_config: ModelConfig) -> None:
+        net = get_model("cnn_lstm", tiny_config)
+        with pytest.raises(ValueError, match="`classes` must be AAMI classes"):
+            calibrate_class_offsets(net, [], classes=("X",))
+        with pytest.raises(ValueError, match="one value per class"):
+            replace(tiny_config, class_offsets=(1.0,))
