@@ -43,7 +43,7 @@ from typing import Any
 
 import ingest.pipeline
 from ingest.pipeline import AnalysisProcessor, PipelineConfig
-from ingest.processing import LiveEvent, StoredBlock
+from ingest.processing import LiveEvent
 from ingest.replay import ReplaySignal, load_replay_signal
 from model.inference import BeatClassifier
 from sigproc.records import MITDB_RECORDS
@@ -136,16 +136,8 @@ def run_once(
             for sig, (patient_id, session_id) in zip(signals, ids, strict=True):
                 if first >= sig.n_samples:
                     continue
-                block = StoredBlock(
-                    samples=sig.samples[first : first + n],
-                    fs=sig.fs,
-                    lead_names=sig.leads,
-                    gain=sig.gain,
-                    baseline=sig.baseline,
-                    first_seq=first,
-                    session_id=session_id,
-                    patient_id=patient_id,
-                    started_at=START,
+                block = sig.stored_block(
+                    first, n, session_id=session_id, patient_id=patient_id, started_at=START
                 )
                 events[session_id].extend(proc.process(block))
                 blocks += 1

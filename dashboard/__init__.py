@@ -42,9 +42,11 @@ from dashboard.components import (
     alarm_history_table,
     alarm_table,
     attrs,
+    data_table,
     empty_state,
     navbar,
     patient_tile,
+    secret_notice,
     vital_tile,
 )
 from dashboard.factory import ASSETS_FOLDER, DashboardServer, create_app, run_dashboard
@@ -178,6 +180,7 @@ __all__ = [
     "create_app",
     "create_user",
     "current_db",
+    "data_table",
     "draw_event_report",
     "ecg_envelope",
     "ecg_paper_figure",
@@ -209,6 +212,7 @@ __all__ = [
     "reset_password",
     "revoke_device",
     "run_dashboard",
+    "secret_notice",
     "set_alarm_limits",
     "set_user_active",
     "set_user_role",

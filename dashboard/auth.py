@@ -221,12 +221,7 @@ class LoginThrottle:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        if self.max_failures < 1:
-            raise ValueError(f"`max_failures` must be at least 1, got {self.max_failures}")
-        if self.window_s <= 0 or self.lockout_s <= 0:
-            raise ValueError(
-                f"`window_s` and `lockout_s` must be positive, got {self.window_s} and {self.lockout_s}"
-            )
+        _check_throttle(self.max_failures, self.window_s, self.lockout_s)
 
     def locked(self, *keys: str) -> bool:
         """Whether any of ``keys`` is locked now."""
@@ -297,12 +292,7 @@ class AuditLoginThrottle:
     clock: Callable[[], datetime] = utcnow
 
     def __post_init__(self) -> None:
-        if self.max_failures < 1:
-            raise ValueError(f"`max_failures` must be at least 1, got {self.max_failures}")
-        if self.window_s <= 0 or self.lockout_s <= 0:
-            raise ValueError(
-                f"`window_s` and `lockout_s` must be positive, got {self.window_s} and {self.lockout_s}"
-            )
+        _check_throttle(self.max_failures, self.window_s, self.lockout_s)
 
     def locked(self, *keys: str) -> bool:
         """Whether any of ``keys`` is locked now.
@@ -417,6 +407,14 @@ def is_user_activity(path: str, payload: Mapping[str, Any] | None) -> bool:
         return True
     changed = (payload or {}).get("changedPropIds") or []
     return not changed or any(not str(prop).endswith(".n_intervals") for prop in changed)
+
+
+def _check_throttle(max_failures: int, window_s: float, lockout_s: float) -> None:
+    """Validate the settings both throttles share (the messages name the argument)."""
+    if max_failures < 1:
+        raise ValueError(f"`max_failures` must be at least 1, got {max_failures}")
+    if window_s <= 0 or lockout_s <= 0:
+        raise ValueError(f"`window_s` and `lockout_s` must be positive, got {window_s} and {lockout_s}")
 
 
 def _audit(db: Database, actor: str, action: str, details: Mapping[str, Any]) -> None:

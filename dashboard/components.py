@@ -28,9 +28,11 @@ __all__ = [
     "alarm_history_table",
     "alarm_table",
     "attrs",
+    "data_table",
     "empty_state",
     "navbar",
     "patient_tile",
+    "secret_notice",
     "vital_tile",
 ]
 
@@ -173,6 +175,42 @@ def ack_note_input(role: str) -> dcc.Input:
 def empty_state(text: str) -> html.Div:
     """A friendly placeholder for an empty list."""
     return html.Div(text, className="cm-empty", role="status")
+
+
+def data_table(
+    head: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    table_id: str | None = None,
+    empty: str = "None yet.",
+) -> html.Div:
+    """A plain table of text and components, one list of cells per row; without rows, ``empty`` says so.
+
+    Examples
+    --------
+    >>> data_table(["User", "Role"], [["ada", "admin"]], table_id="users-table").children.id
+    'users-table'
+    """
+    if not rows:
+        return empty_state(empty)
+    props: dict[str, Any] = {"className": "table cm-table"}
+    if table_id is not None:
+        props["id"] = table_id
+    return html.Div(
+        html.Table(
+            [
+                html.Thead(html.Tr([html.Th(h) for h in head])),
+                html.Tbody([html.Tr([html.Td(c) for c in row]) for row in rows]),
+            ],
+            **props,
+        ),
+        className="cm-table-wrap",
+    )
+
+
+def secret_notice(text: str, secret: str, *, element_id: str) -> html.Div:
+    """A secret shown once, when it is issued (a device or API token), below ``text``."""
+    return html.Div([html.Div(text), html.Div(secret, className="cm-secret", id=element_id)])
 
 
 def alarm_badge(priority: str, text: str, *, acknowledged: bool = False) -> html.Span:

@@ -861,18 +861,7 @@ def replay_offline(
     started = datetime(2000, 1, 1, tzinfo=UTC)
     events: list[LiveEvent] = []
     for first in range(0, signal.n_samples, n):
-        block = StoredBlock(
-            samples=signal.samples[first : first + n],
-            fs=signal.fs,
-            lead_names=signal.leads,
-            gain=signal.gain,
-            baseline=signal.baseline,
-            first_seq=first,
-            session_id=1,
-            patient_id=None,
-            started_at=started,
-            replay=True,
-        )
+        block = signal.stored_block(first, n, session_id=1, patient_id=None, started_at=started, replay=True)
         events.extend(proc.process(block))
     events.extend(proc.close_stream(1))
     return [dict(e.data) for e in events if e.kind == "beat"]

@@ -47,6 +47,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +59,7 @@ from sqlalchemy.orm import Session
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from ingest.processing import StoredBlock
 from ingest.protocol import (
     Ack,
     CloseCode,
@@ -211,6 +213,38 @@ class ReplaySignal:
     def n_samples(self) -> int:
         """Samples per lead."""
         return int(self.samples.shape[0])
+
+    def stored_block(
+        self,
+        first: int,
+        n: int,
+        *,
+        session_id: int,
+        patient_id: int | None,
+        started_at: datetime,
+        replay: bool = False,
+    ) -> StoredBlock:
+        """Samples ``first`` to ``first + n`` (fewer at the end) as storage hands them to the analysis.
+
+        Parameters
+        ----------
+        first, n : int
+            The frame's first sample (its sequence number) and its length in samples.
+        session_id, patient_id, started_at, replay
+            The stream it is placed in (see :class:`ingest.processing.StoredBlock`).
+        """
+        return StoredBlock(
+            samples=self.samples[first : first + n],
+            fs=self.fs,
+            lead_names=self.leads,
+            gain=self.gain,
+            baseline=self.baseline,
+            first_seq=first,
+            session_id=session_id,
+            patient_id=patient_id,
+            started_at=started_at,
+            replay=replay,
+        )
 
 
 def load_replay_signal(

@@ -75,7 +75,7 @@ from storage.fhir import (
     vitals_observations,
     waveform_observations,
 )
-from storage.integrity import verified_block, verified_payload
+from storage.integrity import StoredChunk, verified_block, verified_payload
 from storage.maintenance import (
     MAX_LISTED_PROBLEMS,
     Problem,
@@ -183,6 +183,7 @@ __all__ = [
     "SampleBlock",
     "SignalChunk",
     "StorageError",
+    "StoredChunk",
     "TamperedDataError",
     "UTCDateTime",
     "UnsupportedCodecError",

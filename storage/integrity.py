@@ -31,37 +31,45 @@ encrypts them.
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 from storage.codec import CODEC_NAME, SampleBlock, checksum, decode_block
 from storage.crypto import DataCipher, open_chunk
 from storage.errors import ChecksumMismatchError, UnsupportedCodecError
 
-__all__ = ["verified_block", "verified_payload"]
+__all__ = ["StoredChunk", "verified_block", "verified_payload"]
 
 
-def verified_payload(
-    cipher: DataCipher | None,
-    *,
-    chunk_id: int | None,
-    session_id: int,
-    first_seq: int,
-    n_samples: int,
-    codec: str,
-    stored: bytes,
-    digest: str,
-    key_id: str | None,
-) -> bytes:
+class StoredChunk(TypedDict):
+    """A ``signal_chunks`` row as the readers take it (keyword arguments of :func:`verified_payload`).
+
+    All but ``chunk_id`` are bound to the ciphertext of an encrypted chunk.
+    """
+
+    chunk_id: int | None
+    session_id: int
+    first_seq: int
+    n_samples: int
+    codec: str
+    #: ``signal_chunks.payload``: the stored, possibly encrypted, bytes.
+    stored: bytes
+    #: ``signal_chunks.checksum``: SHA-256 of the plain payload.
+    digest: str
+    key_id: str | None
+
+
+def verified_payload(cipher: DataCipher | None, **chunk: Unpack[StoredChunk]) -> bytes:
     """The plain payload of a stored chunk, decrypted and checksum-verified.
 
     Parameters
     ----------
     cipher : DataCipher or None
         The keys to open encrypted chunks with.
-    chunk_id, session_id, first_seq, n_samples, codec, key_id
-        The chunk's row; all but ``chunk_id`` are bound to the ciphertext.
-    stored : bytes
-        ``signal_chunks.payload``.
-    digest : str
-        ``signal_chunks.checksum``: SHA-256 of the plain payload.
+    **chunk
+        The chunk's row (:class:`StoredChunk`): ``chunk_id``, ``session_id``,
+        ``first_seq``, ``n_samples``, ``codec``, ``stored``
+        (``signal_chunks.payload``), ``digest`` (``signal_chunks.checksum``:
+        SHA-256 of the plain payload) and ``key_id``.
 
     Raises
     ------
@@ -74,36 +82,26 @@ def verified_payload(
     ChecksumMismatchError
         If the plain payload does not match the checksum.
     """
-    if codec != CODEC_NAME:
-        raise UnsupportedCodecError(f"signal chunk {chunk_id}: unknown codec {codec!r}")
+    chunk_id = chunk["chunk_id"]
+    if chunk["codec"] != CODEC_NAME:
+        raise UnsupportedCodecError(f"signal chunk {chunk_id}: unknown codec {chunk['codec']!r}")
     payload = open_chunk(
         cipher,
-        stored,
+        chunk["stored"],
         chunk_id=chunk_id,
-        key_id=key_id,
-        session_id=session_id,
-        first_seq=first_seq,
-        n_samples=n_samples,
-        codec=codec,
+        key_id=chunk["key_id"],
+        session_id=chunk["session_id"],
+        first_seq=chunk["first_seq"],
+        n_samples=chunk["n_samples"],
+        codec=chunk["codec"],
     )
     actual = checksum(payload)
-    if actual != digest:
-        raise ChecksumMismatchError(chunk_id, digest, actual)
+    if actual != chunk["digest"]:
+        raise ChecksumMismatchError(chunk_id, chunk["digest"], actual)
     return payload
 
 
-def verified_block(
-    cipher: DataCipher | None,
-    *,
-    chunk_id: int | None,
-    session_id: int,
-    first_seq: int,
-    n_samples: int,
-    codec: str,
-    stored: bytes,
-    digest: str,
-    key_id: str | None,
-) -> SampleBlock:
+def verified_block(cipher: DataCipher | None, **chunk: Unpack[StoredChunk]) -> SampleBlock:
     """The samples of a stored chunk: :func:`verified_payload`, then decoded.
 
     Raises
@@ -111,16 +109,4 @@ def verified_block(
     storage.codec.CodecError
         If the verified payload cannot be decoded.
     """
-    return decode_block(
-        verified_payload(
-            cipher,
-            chunk_id=chunk_id,
-            session_id=session_id,
-            first_seq=first_seq,
-            n_samples=n_samples,
-            codec=codec,
-            stored=stored,
-            digest=digest,
-            key_id=key_id,
-        )
-    )
+    return decode_block(verified_payload(cipher, **chunk))

@@ -24,7 +24,7 @@ from storage.crypto import NOTE_PREFIX, DataCipher, note_associated_data, open_n
 from storage.engine import Database
 from storage.enums import AlarmState
 from storage.errors import DataKeyError, TamperedDataError, UnsupportedCodecError
-from storage.integrity import verified_block, verified_payload
+from storage.integrity import StoredChunk, verified_block, verified_payload
 from storage.models import Alarm, Beat, SignalChunk, Vitals
 from storage.queries import append_audit
 from storage.types import utcnow
@@ -397,7 +397,7 @@ def _walk(
     steps.finish()
 
 
-def _chunk_fields(row: Row[Any]) -> dict[str, Any]:
+def _chunk_fields(row: Row[Any]) -> StoredChunk:
     return {
         "chunk_id": row.id,
         "session_id": row.session_id,

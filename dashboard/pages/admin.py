@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from dashboard.access import AccessDeniedError, can_administer, current_db
 from dashboard.auth import MIN_PASSWORD_CHARS, AuthError, create_user
-from dashboard.components import attrs, empty_state
+from dashboard.components import attrs, data_table, empty_state, secret_notice
+from dashboard.pages._admin import action_outputs, done, pressed_id, refused, require_admin
 from dashboard.queries import (
     add_patient,
     assign_patient,
@@ -149,7 +150,7 @@ def layout(**_query: Any) -> html.Div:
 )
 def tables(_changed: Any) -> tuple[Any, ...]:
     """Users, patients with their caregivers, assignments, devices and the newest audit lines."""
-    _require_admin()
+    require_admin()
     with current_db().session() as session:
         users = list(session.scalars(select(User).order_by(User.username)))
         patients = list(session.scalars(select(Patient).order_by(Patient.name)))
@@ -222,11 +223,13 @@ def tables(_changed: Any) -> tuple[Any, ...]:
         caregivers = [{"label": u.username, "value": u.id} for u in users if u.role == Role.CAREGIVER]
         patient_options = [{"label": p.name, "value": p.id} for p in patients]
     return (
-        _table(["User", "Name", "Role", "Ward", "State", ""], user_rows, table_id="users-table"),
-        _table(["Patient", "MRN", "Ward", "Caregivers", "Alarm limits"], patient_rows),
-        _table(["Device", "Patient", "Last seen", ""], device_rows),
-        _table(["At (UTC)", "Actor", "Action", "Target", "Details"], audit_rows, table_id="audit-table"),
-        _table(["Caregiver", "Patient", "Since (UTC)", ""], assignment_rows, table_id="assignments-table"),
+        data_table(["User", "Name", "Role", "Ward", "State", ""], user_rows, table_id="users-table"),
+        data_table(["Patient", "MRN", "Ward", "Caregivers", "Alarm limits"], patient_rows),
+        data_table(["Device", "Patient", "Last seen", ""], device_rows),
+        data_table(["At (UTC)", "Actor", "Action", "Target", "Details"], audit_rows, table_id="audit-table"),
+        data_table(
+            ["Caregiver", "Patient", "Since (UTC)", ""], assignment_rows, table_id="assignments-table"
+        ),
         user_options,
         caregivers,
         patient_options,
@@ -236,8 +239,7 @@ def tables(_changed: Any) -> tuple[Any, ...]:
 
 
 @callback(
-    Output("admin-message", "children", allow_duplicate=True),
-    Output("admin-changed", "data", allow_duplicate=True),
+    *action_outputs("admin"),
     Input("add-user", "n_clicks"),
     State("new-username", "value"),
     State("new-display", "value"),
@@ -255,7 +257,7 @@ def add_user(
     ward: str | None = None,
 ) -> Any:
     """Create a user (argon2 hash; audited)."""
-    _require_admin()
+    require_admin()
     try:
         create_user(
             current_db(),
@@ -267,13 +269,12 @@ def add_user(
             ward=ward,
         )
     except AuthError as exc:
-        return str(exc), dash.no_update
-    return f"User {username} added.", utcnow().timestamp()
+        return refused(exc)
+    return done(f"User {username} added.")
 
 
 @callback(
-    Output("admin-message", "children", allow_duplicate=True),
-    Output("admin-changed", "data", allow_duplicate=True),
+    *action_outputs("admin"),
     Input("add-patient", "n_clicks"),
     Input("assign", "n_clicks"),
     State("new-patient", "value"),
@@ -293,23 +294,22 @@ def patients(
     ward: str | None = None,
 ) -> Any:
     """Add a patient, or assign one to a caregiver."""
-    _require_admin()
+    require_admin()
     db = current_db()
     if dash.ctx.triggered_id == "assign":
         if user is None or patient is None:
-            return "Choose a caregiver and a patient.", dash.no_update
+            return refused("Choose a caregiver and a patient.")
         assign_patient(db, current_user.actor, int(user), int(patient))
-        return "Assigned.", utcnow().timestamp()
+        return done("Assigned.")
     try:
         add_patient(db, current_user.actor, name or "", mrn, ward=ward)
     except ValueError as exc:
-        return str(exc), dash.no_update
-    return f"Patient {name} added.", utcnow().timestamp()
+        return refused(exc)
+    return done(f"Patient {name} added.")
 
 
 @callback(
-    Output("admin-message", "children", allow_duplicate=True),
-    Output("admin-changed", "data", allow_duplicate=True),
+    *action_outputs("admin"),
     Input("add-device", "n_clicks"),
     State("new-device", "value"),
     State("device-patient", "value"),
@@ -317,37 +317,34 @@ def patients(
 )
 def add_device(_n: int, uid: str | None, patient: int | None) -> Any:
     """Register a device; its token is shown here once and never again."""
-    _require_admin()
+    require_admin()
     try:
         token = register_device(current_db(), current_user.actor, uid or "", patient)
     except ValueError as exc:
-        return str(exc), dash.no_update
-    message = html.Div(
-        [
-            html.Div(f"Device {uid} registered. Copy its token now; it is not shown again:"),
-            html.Div(token, className="cm-secret", id="device-token"),
-        ]
+        return refused(exc)
+    message = secret_notice(
+        f"Device {uid} registered. Copy its token now; it is not shown again:",
+        token,
+        element_id="device-token",
     )
-    return message, utcnow().timestamp()
+    return done(message)
 
 
 @callback(
-    Output("admin-message", "children", allow_duplicate=True),
-    Output("admin-changed", "data", allow_duplicate=True),
+    *action_outputs("admin"),
     Input({"type": "revoke", "device": dash.ALL}, "n_clicks"),
     prevent_initial_call=True,
 )
 def revoke(clicks: list[int | None]) -> Any:
     """Revoke the pressed device."""
-    _require_admin()
-    trigger = _pressed()
+    require_admin()
+    trigger = pressed_id()
     revoke_device(current_db(), current_user.actor, int(trigger["device"]), utcnow())
-    return "Device revoked.", utcnow().timestamp()
+    return done("Device revoked.")
 
 
 @callback(
-    Output("admin-message", "children", allow_duplicate=True),
-    Output("admin-changed", "data", allow_duplicate=True),
+    *action_outputs("admin"),
     Input("save-limits", "n_clicks"),
     State("limits-patient", "value"),
     State("limits-json", "value"),
@@ -355,14 +352,14 @@ def revoke(clicks: list[int | None]) -> Any:
 )
 def save_limits(_n: int, patient: int | None, text: str | None) -> Any:
     """Replace a patient's alarm limits (validated; the change is audited)."""
-    _require_admin()
+    require_admin()
     if patient is None:
-        return "Choose a patient.", dash.no_update
+        return refused("Choose a patient.")
     try:
         set_alarm_limits(current_db(), current_user.actor, int(patient), parse_alarm_limits(text or "{}"))
     except ValueError as exc:
-        return str(exc), dash.no_update
-    return "Alarm limits saved.", utcnow().timestamp()
+        return refused(exc)
+    return done("Alarm limits saved.")
 
 
 @callback(
@@ -373,7 +370,7 @@ def save_limits(_n: int, patient: int | None, text: str | None) -> Any:
 )
 def pick_user(user_id: int | None) -> tuple[Any, Any]:
     """Fill the edit form with the chosen user's role and ward."""
-    _require_admin()
+    require_admin()
     if user_id is None:
         return None, ""
     with current_db().session() as session:
@@ -384,8 +381,7 @@ def pick_user(user_id: int | None) -> tuple[Any, Any]:
 
 
 @callback(
-    Output("admin-message", "children", allow_duplicate=True),
-    Output("admin-changed", "data", allow_duplicate=True),
+    *action_outputs("admin"),
     Output("edit-password", "value"),
     Input("save-user", "n_clicks"),
     Input("reset-password", "n_clicks"),
@@ -399,65 +395,48 @@ def edit_user(
     _save: int, _reset: int, user_id: int | None, role: str | None, ward: str | None, password: str | None
 ) -> Any:
     """Change the chosen user's role and ward, or reset their password (checked and audited)."""
-    _require_admin()
+    require_admin()
     if user_id is None:
-        return "Choose a user.", dash.no_update, dash.no_update
+        return *refused("Choose a user."), dash.no_update
     db = current_db()
     try:
         if dash.ctx.triggered_id == "reset-password":
             reset_password(db, current_user.id, int(user_id), password or "")
-            return "Password reset.", utcnow().timestamp(), ""
+            return *done("Password reset."), ""
         set_user_role(db, current_user.id, int(user_id), role or "", ward)
     except (UserAdminError, AccessDeniedError) as exc:
-        return str(exc), dash.no_update, dash.no_update
-    return "User updated.", utcnow().timestamp(), dash.no_update
+        return *refused(exc), dash.no_update
+    return *done("User updated."), dash.no_update
 
 
 @callback(
-    Output("admin-message", "children", allow_duplicate=True),
-    Output("admin-changed", "data", allow_duplicate=True),
+    *action_outputs("admin"),
     Input({"type": "user-active", "user": dash.ALL, "set": dash.ALL}, "n_clicks"),
     prevent_initial_call=True,
 )
 def toggle_user(_clicks: list[int | None]) -> Any:
     """Disable or enable the pressed user (not yourself, never the last active admin)."""
-    _require_admin()
-    trigger = _pressed()
+    require_admin()
+    trigger = pressed_id()
     active = trigger["set"] == "enable"
     try:
         set_user_active(current_db(), current_user.id, int(trigger["user"]), active)
     except (UserAdminError, AccessDeniedError) as exc:
-        return str(exc), dash.no_update
-    return ("User enabled." if active else "User disabled."), utcnow().timestamp()
+        return refused(exc)
+    return done("User enabled." if active else "User disabled.")
 
 
 @callback(
-    Output("admin-message", "children", allow_duplicate=True),
-    Output("admin-changed", "data", allow_duplicate=True),
+    *action_outputs("admin"),
     Input({"type": "unassign", "user": dash.ALL, "patient": dash.ALL}, "n_clicks"),
     prevent_initial_call=True,
 )
 def unassign(_clicks: list[int | None]) -> Any:
     """Remove the pressed caregiver assignment."""
-    _require_admin()
-    trigger = _pressed()
+    require_admin()
+    trigger = pressed_id()
     unassign_patient(current_db(), current_user.actor, int(trigger["user"]), int(trigger["patient"]))
-    return "Assignment removed.", utcnow().timestamp()
-
-
-def _require_admin() -> None:
-    """Refuse (no update) unless the user is an admin: pages are not the only way to call callbacks."""
-    if not can_administer(current_user.role):
-        raise dash.exceptions.PreventUpdate
-
-
-def _pressed() -> dict[str, Any]:
-    """The pattern-matching id of the button just pressed; no update when none was (a re-render)."""
-    trigger = dash.ctx.triggered_id
-    pressed = dash.ctx.triggered[0].get("value") if dash.ctx.triggered else None
-    if not isinstance(trigger, dict) or not pressed:
-        raise dash.exceptions.PreventUpdate
-    return dict(trigger)
+    return done("Assignment removed.")
 
 
 def _active_button(user_id: int, username: str, active: bool, *, own: bool) -> Any:
@@ -471,22 +450,4 @@ def _active_button(user_id: int, username: str, active: bool, *, own: bool) -> A
         className="btn btn-sm " + ("btn-warn" if active else "btn-outline"),
         n_clicks=0,
         **attrs(aria_label=f"{action.capitalize()} {username}"),
-    )
-
-
-def _table(head: list[str], rows: list[list[Any]], table_id: str | None = None) -> Any:
-    if not rows:
-        return empty_state("None yet.")
-    props: dict[str, Any] = {"className": "table cm-table"}
-    if table_id is not None:
-        props["id"] = table_id
-    return html.Div(
-        html.Table(
-            [
-                html.Thead(html.Tr([html.Th(h) for h in head])),
-                html.Tbody([html.Tr([html.Td(c) for c in row]) for row in rows]),
-            ],
-            **props,
-        ),
-        className="cm-table-wrap",
     )

@@ -10,9 +10,10 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from dashboard.access import can_administer, current_db
-from dashboard.components import empty_state
+from dashboard.components import data_table, empty_state, secret_notice
 from dashboard.fhir_api import FHIR_PREFIX
-from storage import User, issue_api_token, list_api_tokens, revoke_api_token, utcnow
+from dashboard.pages._admin import action_outputs, done, pressed_id, refused, require_admin
+from storage import User, issue_api_token, list_api_tokens, revoke_api_token
 
 dash.register_page(__name__, path="/admin/ehr", name="EHR access", title="EHR access · Cardiac Monitor")
 
@@ -59,7 +60,7 @@ def layout(**_query: Any) -> html.Div:
 @callback(Output("ehr-tokens", "children"), Input("ehr-changed", "data"))
 def tokens(_changed: Any) -> Any:
     """Every token, live and revoked, with who issued it and when it was last used."""
-    _require_admin()
+    require_admin()
     with current_db().session() as session:
         names = dict(session.execute(select(User.id, User.username)).all())
         rows = [
@@ -77,25 +78,12 @@ def tokens(_changed: Any) -> Any:
             ]
             for t in list_api_tokens(session)
         ]
-    if not rows:
-        return empty_state("No tokens yet.")
     head = ["Client", "Scope", "Issued by", "Issued (UTC)", "Last used (UTC)", ""]
-    return html.Div(
-        html.Table(
-            [
-                html.Thead(html.Tr([html.Th(h) for h in head])),
-                html.Tbody([html.Tr([html.Td(c) for c in row]) for row in rows]),
-            ],
-            className="table cm-table",
-            id="ehr-token-table",
-        ),
-        className="cm-table-wrap",
-    )
+    return data_table(head, rows, table_id="ehr-token-table", empty="No tokens yet.")
 
 
 @callback(
-    Output("ehr-message", "children", allow_duplicate=True),
-    Output("ehr-changed", "data", allow_duplicate=True),
+    *action_outputs("ehr"),
     Input("ehr-issue", "n_clicks"),
     State("ehr-token-name", "value"),
     State("ehr-token-ward", "value"),
@@ -103,7 +91,7 @@ def tokens(_changed: Any) -> Any:
 )
 def issue(_n: int, name: str | None, ward: str | None) -> Any:
     """Issue a token (audited); it is shown here once and never again."""
-    _require_admin()
+    require_admin()
     try:
         with current_db().session() as session:
             row, secret = issue_api_token(
@@ -111,38 +99,25 @@ def issue(_n: int, name: str | None, ward: str | None) -> Any:
             )
             label = row.name
     except ValueError as exc:
-        return str(exc), dash.no_update
-    message = html.Div(
-        [
-            html.Div(f"Token for {label} issued. Copy it now; it is not shown again:"),
-            html.Div(secret, className="cm-secret", id="ehr-token"),
-        ]
+        return refused(exc)
+    message = secret_notice(
+        f"Token for {label} issued. Copy it now; it is not shown again:", secret, element_id="ehr-token"
     )
-    return message, utcnow().timestamp()
+    return done(message)
 
 
 @callback(
-    Output("ehr-message", "children", allow_duplicate=True),
-    Output("ehr-changed", "data", allow_duplicate=True),
+    *action_outputs("ehr"),
     Input({"type": "ehr-revoke", "token": dash.ALL}, "n_clicks"),
     prevent_initial_call=True,
 )
 def revoke(_clicks: list[int | None]) -> Any:
     """Revoke the token whose button was pressed (audited)."""
-    _require_admin()
-    trigger = dash.ctx.triggered_id
-    pressed = dash.ctx.triggered[0].get("value") if dash.ctx.triggered else None
-    if not isinstance(trigger, dict) or not pressed:
-        raise dash.exceptions.PreventUpdate  # a re-render, not a click
+    require_admin()
+    trigger = pressed_id()
     try:
         with current_db().session() as session:
             revoke_api_token(session, str(trigger["token"]), actor=current_user.actor)
     except LookupError as exc:
-        return str(exc), dash.no_update
-    return f"Token {trigger['token']} revoked.", utcnow().timestamp()
-
-
-def _require_admin() -> None:
-    """Refuse (no update) unless the user is an admin: pages are not the only way to call callbacks."""
-    if not can_administer(current_user.role):
-        raise dash.exceptions.PreventUpdate
+        return refused(exc)
+    return done(f"Token {trigger['token']} revoked.")

@@ -244,9 +244,37 @@ def client_login() -> Any:
 
 
 @pytest.fixture
+def logged_in_client(app_factory: Any) -> Any:
+    """``logged_in_client(username, page="/") -> (client, csrf)``: a Flask test client of a new
+    dashboard, logged in as ``username``, and the CSRF token that opening ``page`` gave it."""
+
+    def open_page(username: str, page: str = "/") -> tuple[FlaskClient, str]:
+        client = app_factory().server.test_client()
+        assert _client_login(client, username) == 302
+        client.get(page, headers={"Accept": "text/html"})
+        csrf = client.get_cookie("_csrf_token")
+        assert csrf is not None
+        return client, csrf.value
+
+    return open_page
+
+
+@pytest.fixture
 def browser_login() -> Any:
     """``browser_login(dash_duo, username, password=PASSWORD)``."""
     return _browser_login
+
+
+@pytest.fixture
+def start_logged_in(dash_duo: Any, app_factory: Any, seeded: Seeded) -> Any:
+    """``start_logged_in(username, next_path="")``: serve a dashboard on the seeded database to
+    ``dash_duo`` and log its browser in as ``username`` (then at ``next_path``)."""
+
+    def start(username: str, next_path: str = "") -> None:
+        dash_duo.start_server(app_factory(), navigate=False)
+        _browser_login(dash_duo, username, next_path=next_path)
+
+    return start
 
 
 @pytest.fixture

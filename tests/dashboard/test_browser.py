@@ -91,10 +91,9 @@ class TestLogin:
 
 class TestRoles:
     def test_caregiver_sees_assigned_patients_without_acknowledge(
-        self, dash_duo: Any, app_factory: Any, seeded: Any, db: Database, browser_login: Any, screenshot: Any
+        self, dash_duo: Any, start_logged_in: Any, seeded: Any, db: Database, screenshot: Any
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "care")
+        start_logged_in("care")
         dash_duo.wait_for_element(f"#my-patient-{seeded.ada}")  # caregivers land on their patients
         dash_duo.driver.get(dash_duo.server.url + "/")
         dash_duo.wait_for_element(f"#tile-{seeded.ada}")
@@ -108,10 +107,9 @@ class TestRoles:
         dash_duo.wait_for_text_to_equal(".cm-empty", "This patient is not available to you.")
 
     def test_forged_acknowledge_is_refused(
-        self, dash_duo: Any, app_factory: Any, seeded: Any, db: Database, browser_login: Any
+        self, dash_duo: Any, start_logged_in: Any, seeded: Any, db: Database, browser_login: Any
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "care")
+        start_logged_in("care")
         dash_duo.wait_for_element(f"#my-patient-{seeded.ada}")  # caregivers land on their patients
         dash_duo.driver.get(dash_duo.server.url + "/")
         dash_duo.wait_for_element(f"#tile-{seeded.ada}")
@@ -153,10 +151,9 @@ class TestRoles:
 
 class TestCaregiverView:
     def test_caregiver_lands_on_read_only_patient_cards(
-        self, dash_duo: Any, app_factory: Any, seeded: Any, browser_login: Any, screenshot: Any
+        self, dash_duo: Any, start_logged_in: Any, seeded: Any, screenshot: Any
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "care")
+        start_logged_in("care")
         card = f"#my-patient-{seeded.ada}"
         dash_duo.wait_for_element(f"{card} .js-plotly-plot", timeout=10)
         assert dash_duo.driver.current_url.endswith("/my-patients")
@@ -175,10 +172,9 @@ class TestCaregiverView:
         screenshot(dash_duo, "caregiver_view")
 
     def test_clinician_opens_it_with_the_patients_they_can_see(
-        self, dash_duo: Any, app_factory: Any, seeded: Any, browser_login: Any
+        self, dash_duo: Any, start_logged_in: Any, seeded: Any, browser_login: Any
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "clin", next_path="/my-patients")
+        start_logged_in("clin", next_path="/my-patients")
         dash_duo.wait_for_element(f"#my-patient-{seeded.bob}")
         dash_duo.wait_for_element(f"#my-patient-{seeded.ada}")
         assert dash_duo.find_elements("button.btn-ack") == []
@@ -186,10 +182,9 @@ class TestCaregiverView:
 
 class TestAlarms:
     def test_acknowledge_changes_state_everywhere_and_is_audited(
-        self, dash_duo: Any, app_factory: Any, seeded: Any, db: Database, browser_login: Any, screenshot: Any
+        self, dash_duo: Any, start_logged_in: Any, seeded: Any, db: Database, screenshot: Any
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "clin")
+        start_logged_in("clin")
         dash_duo.driver.get(dash_duo.server.url + "/alarms")
         row = f"#alarm-row-{seeded.bob_alarm}"
         dash_duo.wait_for_element(f"{row} button.btn-ack")
@@ -225,15 +220,13 @@ class TestHistoryAndAdmin:
     def test_history_shows_known_alarm_and_exports(
         self,
         dash_duo: Any,
-        app_factory: Any,
+        start_logged_in: Any,
         seeded: Any,
         db: Database,
-        browser_login: Any,
         screenshot: Any,
         wait_until: Any,
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "clin", next_path="/history")
+        start_logged_in("clin", next_path="/history")
         dash_duo.wait_for_element("#history-patient")
         dash_duo.select_dcc_dropdown("#history-patient", value="Ada Lovelace")
         dash_duo.find_element("#history-show").click()
@@ -243,10 +236,9 @@ class TestHistoryAndAdmin:
         screenshot(dash_duo, "history")
 
     def test_admin_registers_device_and_reads_audit(
-        self, dash_duo: Any, app_factory: Any, seeded: Any, db: Database, browser_login: Any, screenshot: Any
+        self, dash_duo: Any, start_logged_in: Any, seeded: Any, db: Database, screenshot: Any
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "admin", next_path="/admin")
+        start_logged_in("admin", next_path="/admin")
         dash_duo.wait_for_element("#audit-table")
         dash_duo.find_element("#new-device").send_keys("ecg-bed-7")
         dash_duo.find_element("#add-device").click()
@@ -265,14 +257,12 @@ class TestSound:
     def test_tones_by_priority_and_audio_pause(
         self,
         dash_duo: Any,
-        app_factory: Any,
+        start_logged_in: Any,
         seeded: Any,
-        browser_login: Any,
         screenshot: Any,
         wait_until: Any,
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "clin")
+        start_logged_in("clin")
         dash_duo.wait_for_element(f"#tile-{seeded.bob} .cm-alarm.alarm-high")
         assert (
             dash_duo.driver.execute_script("return window.cmLive.lastTone || null") is None

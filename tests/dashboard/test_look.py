@@ -61,14 +61,12 @@ class TestTheme:
     def test_toggle_by_keyboard_is_remembered(
         self,
         dash_duo: Any,
-        app_factory: Any,
+        start_logged_in: Any,
         seeded: Any,
-        browser_login: Any,
         screenshot: Any,
         wait_until: Any,
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "clin")
+        start_logged_in("clin")
         dash_duo.wait_for_element(f"#tile-{seeded.bob} .cm-alarm.alarm-high")
         assert _theme(dash_duo) == "dark"
         assert _style(dash_duo, "body", "background-color") == DARK_BG
@@ -107,14 +105,12 @@ class TestTheme:
     def test_figures_follow_the_theme(
         self,
         dash_duo: Any,
-        app_factory: Any,
+        start_logged_in: Any,
         seeded: Any,
-        browser_login: Any,
         screenshot: Any,
         wait_until: Any,
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "clin", next_path="/history")
+        start_logged_in("clin", next_path="/history")
         dash_duo.select_dcc_dropdown("#history-patient", value="Ada Lovelace")
         dash_duo.find_element("#history-show").click()
         dash_duo.wait_for_element("#history-graph .js-plotly-plot")
@@ -138,15 +134,13 @@ class TestAdminUsers:
     def test_disable_reset_password_and_unassign(
         self,
         dash_duo: Any,
-        app_factory: Any,
+        start_logged_in: Any,
         seeded: Any,
         db: Database,
-        browser_login: Any,
         screenshot: Any,
         wait_until: Any,
     ) -> None:
-        dash_duo.start_server(app_factory(), navigate=False)
-        browser_login(dash_duo, "admin", next_path="/admin")
+        start_logged_in("admin", next_path="/admin")
         dash_duo.wait_for_element("#users-table")
         assert dash_duo.find_elements("#users-table [aria-label='Disable admin']") == []  # not yourself
         dash_duo.find_element("[aria-label='Disable care']").click()

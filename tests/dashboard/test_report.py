@@ -342,12 +342,8 @@ class TestAlarmPageLink:
     """The alarm detail offers the PDF to those who may export it (through the callback route)."""
 
     @staticmethod
-    def _detail(app_factory: Any, client_login: Any, username: str, alarm: int) -> str:
-        client = app_factory().server.test_client()
-        assert client_login(client, username) == 302
-        client.get("/alarms", headers={"Accept": "text/html"})  # sets the CSRF cookie
-        cookie = client.get_cookie("_csrf_token")
-        assert cookie is not None
+    def _detail(logged_in_client: Any, username: str, alarm: int) -> str:
+        client, csrf = logged_in_client(username, "/alarms")
         trigger = {"alarm": alarm, "type": "strip"}
         response = client.post(
             "/_dash-update-component",
@@ -358,17 +354,17 @@ class TestAlarmPageLink:
                 "changedPropIds": [json.dumps(trigger, separators=(",", ":")) + ".n_clicks"],
                 "state": [],
             },
-            headers={"X-CSRFToken": cookie.value},
+            headers={"X-CSRFToken": csrf},
         )
         assert response.status_code == 200, response.get_data(as_text=True)
         return json.dumps(response.get_json())  # unescaped: Dash writes "/" as "\\u002f"
 
-    def test_basic(self, app_factory: Any, client_login: Any, seeded: Any) -> None:
-        detail = self._detail(app_factory, client_login, "clin", seeded.ada_alarm)
+    def test_basic(self, logged_in_client: Any, seeded: Any) -> None:
+        detail = self._detail(logged_in_client, "clin", seeded.ada_alarm)
         assert f"/alarms/{seeded.ada_alarm}/report.pdf" in detail
         assert "PDF report" in detail
 
-    def test_caregiver_gets_no_link(self, app_factory: Any, client_login: Any, seeded: Any) -> None:
-        detail = self._detail(app_factory, client_login, "care", seeded.ada_alarm)
+    def test_caregiver_gets_no_link(self, logged_in_client: Any, seeded: Any) -> None:
+        detail = self._detail(logged_in_client, "care", seeded.ada_alarm)
         assert "alarm-strip" in detail  # the caregiver sees the strip of their patient
         assert "report.pdf" not in detail

@@ -170,15 +170,6 @@ class TestUnassignPatient:
 # The admin page's callbacks, through the Flask test client ------------------------------------
 
 
-def _logged_in(app_factory: Any, client_login: Any, username: str) -> tuple[FlaskClient, str]:
-    client = app_factory().server.test_client()
-    assert client_login(client, username) == 302
-    client.get("/admin", headers={"Accept": "text/html"})
-    csrf = client.get_cookie("_csrf_token")
-    assert csrf is not None
-    return client, csrf.value
-
-
 def _pattern_callback(client: FlaskClient, csrf: str, pattern_type: str, trigger: dict[str, Any]) -> Any:
     """Press a pattern-matching button of the admin page as the renderer would."""
     deps = client.get("/_dash-dependencies").get_json()
@@ -202,8 +193,8 @@ def _pattern_callback(client: FlaskClient, csrf: str, pattern_type: str, trigger
 
 
 class TestAdminCallbacks:
-    def test_basic(self, app_factory: Any, client_login: Any, seeded: Any, db: Database) -> None:
-        client, csrf = _logged_in(app_factory, client_login, "admin")
+    def test_basic(self, logged_in_client: Any, seeded: Any, db: Database) -> None:
+        client, csrf = logged_in_client("admin", "/admin")
         response = _pattern_callback(
             client, csrf, "user-active", {"type": "user-active", "user": seeded.caregiver, "set": "disable"}
         )
@@ -217,17 +208,17 @@ class TestAdminCallbacks:
         actions = [a for actor, a, _, _ in _audit(db) if actor == f"user:{seeded.admin}"]
         assert actions[-2:] == ["user.disable", "assignment.delete"]
 
-    def test_edge_cases(self, app_factory: Any, client_login: Any, seeded: Any, db: Database) -> None:
-        client, csrf = _logged_in(app_factory, client_login, "admin")
+    def test_edge_cases(self, logged_in_client: Any, seeded: Any, db: Database) -> None:
+        client, csrf = logged_in_client("admin", "/admin")
         response = _pattern_callback(
             client, csrf, "user-active", {"type": "user-active", "user": seeded.admin, "set": "disable"}
         )
         assert "cannot disable your own account" in response.get_data(as_text=True)
         assert _user(db, seeded.admin).is_active
 
-    def test_exceptions(self, app_factory: Any, client_login: Any, seeded: Any, db: Database) -> None:
+    def test_exceptions(self, logged_in_client: Any, seeded: Any, db: Database) -> None:
         """A clinician who forges the admin requests changes nothing."""
-        client, csrf = _logged_in(app_factory, client_login, "clin")
+        client, csrf = logged_in_client("clin", "/admin")
         for pattern, trigger in (
             ("user-active", {"type": "user-active", "user": seeded.admin, "set": "disable"}),
             ("unassign", {"type": "unassign", "user": seeded.caregiver, "patient": seeded.ada}),

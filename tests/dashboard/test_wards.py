@@ -126,15 +126,6 @@ class TestScopedQueries:
         assert details[f"user:{uid}"] == {"role": "clinician", "ward": "ICU"}
 
 
-def _logged_in(app_factory: Any, client_login: Any, username: str) -> tuple[FlaskClient, str]:
-    client = app_factory().server.test_client()
-    assert client_login(client, username) == 302
-    client.get("/", headers={"Accept": "text/html"})
-    csrf = client.get_cookie("_csrf_token")
-    assert csrf is not None
-    return client, csrf.value
-
-
 def _callback(client: FlaskClient, csrf: str, payload: dict[str, Any]) -> str:
     response = client.post("/_dash-update-component", json=payload, headers={"X-CSRFToken": csrf})
     assert response.status_code in (200, 204), response.get_data(as_text=True)
@@ -144,8 +135,8 @@ def _callback(client: FlaskClient, csrf: str, payload: dict[str, Any]) -> str:
 class TestServer:
     """Through the Flask test client, as a clinician of ward A."""
 
-    def test_live_token_scope(self, app_factory: Any, client_login: Any, seeded: Any, wards: Wards) -> None:
-        client, csrf = _logged_in(app_factory, client_login, "clin-a")
+    def test_live_token_scope(self, logged_in_client: Any, seeded: Any, wards: Wards) -> None:
+        client, csrf = logged_in_client("clin-a")
         response = client.post("/live-token", json={}, headers={"X-CSRFToken": csrf})
         assert response.status_code == 200
         body = response.get_json()
@@ -153,8 +144,8 @@ class TestServer:
         claims = verify_live_token(LIVE_SECRET, body["token"], now=utcnow().timestamp())
         assert claims.patient_ids == {seeded.ada}
 
-    def test_patient_page(self, app_factory: Any, client_login: Any, seeded: Any, wards: Wards) -> None:
-        client, csrf = _logged_in(app_factory, client_login, "clin-a")
+    def test_patient_page(self, logged_in_client: Any, seeded: Any, wards: Wards) -> None:
+        client, csrf = logged_in_client("clin-a")
 
         def page(pid: int) -> str:
             return _callback(
@@ -198,10 +189,8 @@ class TestServer:
         assert "isolated PVC" in alarms(seeded.ada)
         assert "HR 180" not in alarms(seeded.bob)
 
-    def test_forged_acknowledge(
-        self, app_factory: Any, client_login: Any, seeded: Any, wards: Wards, db: Database
-    ) -> None:
-        client, csrf = _logged_in(app_factory, client_login, "clin-a")
+    def test_forged_acknowledge(self, logged_in_client: Any, seeded: Any, wards: Wards, db: Database) -> None:
+        client, csrf = logged_in_client("clin-a")
         results = {}
         for alarm in (seeded.bob_alarm, seeded.ada_alarm):
             trigger = {"alarm": alarm, "type": "ack"}

@@ -1,4 +1,4 @@
-"""Fixtures of the ingest tests: migrated databases, a live-token secret, Redis.
+"""Fixtures of the ingest tests: migrated databases, a live-token secret, Redis, servers and scenarios.
 
 SQLite databases are copies of one migrated template file. PostgreSQL ones
 are throwaway schemas of the ``TEST_POSTGRES_URL`` database (default
@@ -10,11 +10,14 @@ need them skip, or fail when ``CI=true``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -23,6 +26,7 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from ingest.server import IngestServer
 from storage import Database, upgrade
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -30,6 +34,9 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 #: Secret the tests sign ``/live`` tokens with.
 LIVE_SECRET = "test-live-secret-0123456789abcdef"
+
+#: How long a scenario of :func:`run` may take, unless its test module sets ``TIMEOUT_S``.
+TIMEOUT_S = 30.0
 
 
 def _unavailable(what: str, error: Exception) -> None:
@@ -116,3 +123,41 @@ def redis_url() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+@pytest.fixture
+def run(request: pytest.FixtureRequest) -> Callable[[Awaitable[Any]], Any]:
+    """``run(coro) -> result``: run a test scenario, failing it after ``TIMEOUT_S`` seconds.
+
+    The bound is the test module's ``TIMEOUT_S`` where it sets one, else this module's.
+    """
+    timeout_s = float(getattr(request.module, "TIMEOUT_S", TIMEOUT_S))
+
+    def run_bounded(coro: Awaitable[Any]) -> Any:
+        async def bounded() -> Any:
+            async with asyncio.timeout(timeout_s):
+                return await coro
+
+        return asyncio.run(bounded())
+
+    return run_bounded
+
+
+@pytest.fixture
+def running() -> Callable[..., contextlib.AbstractAsyncContextManager[IngestServer]]:
+    """``async with running(db, **options) as server``: a started server on port 0, stopped gracefully after.
+
+    ``options`` go to :class:`ingest.server.IngestServer`; ``/live`` tokens are signed with
+    :data:`LIVE_SECRET`.
+    """
+
+    @contextlib.asynccontextmanager
+    async def started(db: Database, **options: Any) -> AsyncIterator[IngestServer]:
+        server = IngestServer(db, live_secret=LIVE_SECRET, **options)
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.stop()
+
+    return started

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,23 +34,11 @@ ARRHYTHMIA = {
     "early_warning",
 }
 
-_T = TypeVar("_T")
-
 
 @pytest.fixture(scope="module")
 def classifier() -> BeatClassifier:
     """The shipped weights, loaded once for the module."""
     return BeatClassifier.load(num_threads=1)
-
-
-def run(coro: Awaitable[_T]) -> _T:
-    """Run a scenario with a bound on its duration."""
-
-    async def bounded() -> _T:
-        async with asyncio.timeout(TIMEOUT_S):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 def recording(db: Database, uid: str) -> tuple[int, int]:
@@ -79,16 +65,8 @@ def feed(
     events: list[LiveEvent] = []
     frame = round(0.25 * signal.fs)
     for first in range(0, signal.n_samples, frame) if firsts is None else firsts:
-        block = StoredBlock(
-            samples=signal.samples[first : first + frame],
-            fs=signal.fs,
-            lead_names=signal.leads,
-            gain=signal.gain,
-            baseline=signal.baseline,
-            first_seq=first,
-            session_id=session_id,
-            patient_id=patient_id,
-            started_at=START,
+        block = signal.stored_block(
+            first, frame, session_id=session_id, patient_id=patient_id, started_at=START
         )
         events.extend(proc.process(block))
     events.extend(proc.close_stream(session_id))
@@ -176,16 +154,8 @@ class Clock:
 
 def block_of(signal: ReplaySignal, first: int, session_id: int, patient_id: int | None = None) -> StoredBlock:
     """The 0.25 s frame of ``signal`` from sample ``first``, as stored for ``session_id``."""
-    return StoredBlock(
-        samples=signal.samples[first : first + round(0.25 * signal.fs)],
-        fs=signal.fs,
-        lead_names=signal.leads,
-        gain=signal.gain,
-        baseline=signal.baseline,
-        first_seq=first,
-        session_id=session_id,
-        patient_id=patient_id,
-        started_at=START,
+    return signal.stored_block(
+        first, round(0.25 * signal.fs), session_id=session_id, patient_id=patient_id, started_at=START
     )
 
 
@@ -308,7 +278,7 @@ class TestShardedAnalysisProcessor:
 
 class TestAnalysisServer:
     def test_replay_beats_reach_live_and_storage(
-        self, sqlite_db: Database, data_dir: Path, classifier: BeatClassifier
+        self, sqlite_db: Database, data_dir: Path, classifier: BeatClassifier, run: Any
     ) -> None:
         """A real replay of 60 s of record 208 (many V beats) through a server on port 0."""
         token = ensure_replay_devices(sqlite_db, ["208"])["208"]

@@ -19,10 +19,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,29 +70,6 @@ from storage import (
 SECRET = "test-live-secret-0123456789abcdef"
 TIMEOUT_S = 20.0
 FRAME = 90  # samples per frame of the raw test clients (0.25 s at 360 Hz)
-
-_T = TypeVar("_T")
-
-
-def run(coro: Awaitable[_T]) -> _T:
-    """Run a test scenario with a bound on its duration."""
-
-    async def bounded() -> _T:
-        async with asyncio.timeout(TIMEOUT_S):
-            return await coro
-
-    return asyncio.run(bounded())
-
-
-@contextlib.asynccontextmanager
-async def running(db: Database, **options: Any) -> AsyncIterator[IngestServer]:
-    """A started server on port 0, stopped gracefully afterwards."""
-    server = IngestServer(db, live_secret=SECRET, **options)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def register(db: Database, uid: str, *, revoked: bool = False, patient: bool = False) -> str:
@@ -248,7 +225,9 @@ def _claims(token: str) -> LiveClaims:
 
 
 class TestIngest:
-    def test_replay_devices_store_every_sample(self, any_db: Database, data_dir: Path) -> None:
+    def test_replay_devices_store_every_sample(
+        self, any_db: Database, data_dir: Path, run: Any, running: Any
+    ) -> None:
         """Two replay devices (binary and JSON frames) store their records bit for bit."""
         seconds = 20.0
         tokens = ensure_replay_devices(any_db, ["100", "208"])
@@ -282,7 +261,9 @@ class TestIngest:
             assert len(vitals) >= 4
             assert all(v.spo2 is not None and v.temperature is not None for v in vitals)
 
-    def test_replay_device_gives_up_on_a_refused_token(self, sqlite_db: Database, data_dir: Path) -> None:
+    def test_replay_device_gives_up_on_a_refused_token(
+        self, sqlite_db: Database, data_dir: Path, run: Any, running: Any
+    ) -> None:
         signal = load_replay_signal("100", data_dir=data_dir, seconds=1)
 
         async def scenario() -> None:
@@ -292,7 +273,7 @@ class TestIngest:
         with pytest.raises(ReplayError, match="closed with 4001; not retrying"):
             run(scenario())
 
-    def test_sequencing(self, sqlite_db: Database) -> None:
+    def test_sequencing(self, sqlite_db: Database, run: Any, running: Any) -> None:
         """Gaps are acknowledged around, late frames fill them, duplicates are re-acknowledged."""
         token = register(sqlite_db, "seq-1")
 
@@ -327,7 +308,7 @@ class TestIngest:
             assert find_gaps(session, recording.id) == [(270, 360)]
 
     def test_bad_frames_are_refused_without_disturbing_others(
-        self, sqlite_db: Database, data_dir: Path
+        self, sqlite_db: Database, data_dir: Path, run: Any, running: Any
     ) -> None:
         """Each bad input gets its error frame and close code; a replay device streams on meanwhile."""
         token = ensure_replay_devices(sqlite_db, ["208"])["208"]
@@ -357,7 +338,7 @@ class TestIngest:
         assert result.frames_resent == 0
         assert_stored_exactly(sqlite_db, "replay-mitdb-208", record_adc(data_dir, "208", seconds))
 
-    def test_rate_limit(self, sqlite_db: Database) -> None:
+    def test_rate_limit(self, sqlite_db: Database, run: Any, running: Any) -> None:
         token = register(sqlite_db, "fast-1")
         limits = ProtocolLimits(frames_per_second=1.0, burst_frames=5)
 
@@ -377,7 +358,7 @@ class TestIngest:
         assert keys == [(seq, FRAME) for seq in range(0, 4 * FRAME, FRAME)]
         assert max(f["upto"] for f in frames if f["type"] == "ack") == 4 * FRAME
 
-    def test_newer_connection_replaces_older(self, sqlite_db: Database) -> None:
+    def test_newer_connection_replaces_older(self, sqlite_db: Database, run: Any, running: Any) -> None:
         """One connection per device: the older one gets 4003, the newer resumes the stream."""
         token = register(sqlite_db, "twice-1")
 
@@ -396,7 +377,7 @@ class TestIngest:
         assert "newer connection" in frames[-1]["reason"]
         assert first["upto"] == FRAME
 
-    def test_storage_unavailable_at_hello(self, sqlite_db: Database) -> None:
+    def test_storage_unavailable_at_hello(self, sqlite_db: Database, run: Any, running: Any) -> None:
         """A database that does not answer: error frame and 1011, so that the device retries."""
         down = Database()
         down.init("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
@@ -414,7 +395,9 @@ class TestIngest:
         assert (error["type"], error["code"], code) == ("error", 1011, 1011)
         assert "storage is unavailable" in error["reason"]
 
-    def test_processor_failure_does_not_stop_ingest(self, sqlite_db: Database) -> None:
+    def test_processor_failure_does_not_stop_ingest(
+        self, sqlite_db: Database, run: Any, running: Any
+    ) -> None:
         token = register(sqlite_db, "proc-1", patient=True)
 
         async def scenario() -> dict[str, Any]:
@@ -555,7 +538,9 @@ async def restart_mid_stream(
 
 
 class TestRestart:
-    def test_killed_server_loses_and_duplicates_nothing(self, any_db: Database, data_dir: Path) -> None:
+    def test_killed_server_loses_and_duplicates_nothing(
+        self, any_db: Database, data_dir: Path, run: Any
+    ) -> None:
         """Killed mid-stream: the device reconnects, resends, and every sample is stored once."""
         result, _ = run(restart_mid_stream(any_db, data_dir, graceful=False))
         assert result.acked
@@ -563,7 +548,9 @@ class TestRestart:
         assert 1006 in result.close_codes  # no close frame: the server vanished
         assert_stored_exactly(any_db, "replay-mitdb-100", record_adc(data_dir, "100", 30.0))
 
-    def test_graceful_stop_acknowledges_what_it_stored(self, sqlite_db: Database, data_dir: Path) -> None:
+    def test_graceful_stop_acknowledges_what_it_stored(
+        self, sqlite_db: Database, data_dir: Path, run: Any
+    ) -> None:
         """Stopped (SIGTERM path): close 1001, and nothing stored before the stop is sent again."""
         result, totals = run(restart_mid_stream(sqlite_db, data_dir, graceful=True))
         assert result.acked
@@ -595,7 +582,9 @@ async def until_disconnected(ws: ClientConnection) -> list[dict[str, Any]]:
 
 
 class TestLive:
-    def test_patient_and_central_views(self, sqlite_db: Database, data_dir: Path) -> None:
+    def test_patient_and_central_views(
+        self, sqlite_db: Database, data_dir: Path, run: Any, running: Any
+    ) -> None:
         """A replay's display trace, vitals and state reach both views, labelled as replay."""
         token = ensure_replay_devices(sqlite_db, ["100"])["100"]
         patient = patient_of(sqlite_db, "replay-mitdb-100")
@@ -629,7 +618,9 @@ class TestLive:
         assert sum(len(t["values"][0]) for t in overview_traces) == 450
         assert [m["type"] for m in central].count("vitals") == len(vitals)
 
-    def test_across_processes_via_redis(self, sqlite_db: Database, data_dir: Path, redis_url: str) -> None:
+    def test_across_processes_via_redis(
+        self, sqlite_db: Database, data_dir: Path, redis_url: str, run: Any, running: Any
+    ) -> None:
         """A browser on one server sees a device streaming into another, through Redis."""
         token = ensure_replay_devices(sqlite_db, ["208"])["208"]
         patient = patient_of(sqlite_db, "replay-mitdb-208")
@@ -657,7 +648,7 @@ class TestLive:
         assert sum(len(t["values"][0]) for t in traces) == signal.n_samples
         assert all(m["patient_id"] == patient for m in messages)
 
-    def test_refusals(self, sqlite_db: Database) -> None:
+    def test_refusals(self, sqlite_db: Database, run: Any, running: Any) -> None:
         """Missing, forged and expired tokens, out-of-scope patients, bad messages: error + close code."""
         good = issue_live_token(SECRET, 1, [1, 2], 60)
         cases: list[tuple[str | bytes | None, int, str]] = [
@@ -721,7 +712,7 @@ class TestIngestServer:
 
 
 class TestHealth:
-    def test_health_reports_streams_and_queues(self, sqlite_db: Database) -> None:
+    def test_health_reports_streams_and_queues(self, sqlite_db: Database, run: Any, running: Any) -> None:
         token = register(sqlite_db, "health-1")
 
         async def scenario() -> list[tuple[int, str, str]]:
@@ -766,7 +757,7 @@ class TestHealth:
 
 
 class TestServe:
-    def test_sigterm_stops_cleanly(self, tmp_path: Path, data_dir: Path) -> None:
+    def test_sigterm_stops_cleanly(self, tmp_path: Path, data_dir: Path, run: Any) -> None:
         """``serve`` with a demo replay: SIGTERM ends it, with every replayed sample stored."""
         url = f"sqlite:///{tmp_path / 'serve.db'}"
         started: asyncio.Queue[IngestServer] = asyncio.Queue()

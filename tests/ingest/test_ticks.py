@@ -73,6 +73,30 @@ def counts(seconds: float, seed: int = 1) -> np.ndarray:
     return np.column_stack([c, c])
 
 
+def block_of(
+    samples: np.ndarray,
+    first: int,
+    session: int,
+    patient: int,
+    *,
+    started_at: datetime = START,
+    received_at: datetime | None = None,
+) -> StoredBlock:
+    """Counts of :func:`counts` (gain 200, baseline 1024) stored as the frame from sample ``first``."""
+    return StoredBlock(
+        samples=samples,
+        fs=FS,
+        lead_names=("MLII", "V5"),
+        gain=200.0,
+        baseline=1024,
+        first_seq=first,
+        session_id=session,
+        patient_id=patient,
+        started_at=started_at,
+        received_at=received_at,
+    )
+
+
 def send(
     proc: AnalysisProcessor, clock: Clock, samples: np.ndarray, first: int, patient: int, session: int
 ) -> list[LiveEvent]:
@@ -80,16 +104,11 @@ def send(
     events: list[LiveEvent] = []
     for i in range(0, samples.shape[0], FRAME):
         seq = first + i
-        block = StoredBlock(
-            samples=samples[i : i + FRAME],
-            fs=FS,
-            lead_names=("MLII", "V5"),
-            gain=200.0,
-            baseline=1024,
-            first_seq=seq,
-            session_id=session,
-            patient_id=patient,
-            started_at=START,
+        block = block_of(
+            samples[i : i + FRAME],
+            seq,
+            session,
+            patient,
             received_at=START + timedelta(seconds=(seq + FRAME) / FS),
         )
         clock.now = block.received_at.timestamp()  # type: ignore[union-attr]
@@ -173,17 +192,8 @@ class TestDeviceSilent:
         """Silence is measured from the arrival on the wall clock, whatever the sample clock says."""
         clock = Clock()
         proc = AnalysisProcessor(None, classifier, config=PipelineConfig(batch_wait_s=0.0), wall_clock=clock)
-        block = StoredBlock(
-            samples=counts(1.0),
-            fs=FS,
-            lead_names=("MLII", "V5"),
-            gain=200.0,
-            baseline=1024,
-            first_seq=0,
-            session_id=1,
-            patient_id=7,
-            started_at=START - timedelta(hours=1),  # a resend of old samples
-        )
+        resent = START - timedelta(hours=1)  # a resend of old samples
+        block = block_of(counts(1.0), 0, 1, 7, started_at=resent)
         clock.now = START.timestamp()
         proc.process(block)
         assert not alarms(proc.tick(clock.now + 1.0), "device_silent", "raised")
@@ -313,17 +323,7 @@ class TestShardedTicks:
         """The workers tick too; their device-silent alarm comes back with a later tick."""
         sharded = ShardedAnalysisProcessor(None, workers=1)
         try:
-            block = StoredBlock(
-                samples=counts(1.0),
-                fs=FS,
-                lead_names=("MLII", "V5"),
-                gain=200.0,
-                baseline=1024,
-                first_seq=0,
-                session_id=3,
-                patient_id=7,
-                started_at=START,
-            )
+            block = block_of(counts(1.0), 0, 3, 7)
             sharded.process(block)
             events: list[LiveEvent] = []
             deadline = time.monotonic() + 30.0
@@ -343,17 +343,7 @@ class TestShardedTicks:
             samples = counts(12.0)
             seen: list[LiveEvent] = []
             for first in range(0, len(samples), FRAME):
-                block = StoredBlock(
-                    samples=samples[first : first + FRAME],
-                    fs=FS,
-                    lead_names=("MLII", "V5"),
-                    gain=200.0,
-                    baseline=1024,
-                    first_seq=first,
-                    session_id=4,
-                    patient_id=9,
-                    started_at=START,
-                )
+                block = block_of(samples[first : first + FRAME], first, 4, 9)
                 seen.extend(sharded.process(block))
             ticked: list[LiveEvent] = []
             deadline = time.monotonic() + 30.0

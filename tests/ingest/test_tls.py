@@ -13,14 +13,13 @@ stops the server at startup with a message that names the file.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,28 +44,10 @@ SECRET = "test-live-secret-0123456789abcdef"
 TIMEOUT_S = 30.0
 SECONDS = 10.0  # of record 100 streamed over wss://
 
-_T = TypeVar("_T")
 
-
-def run(coro: Awaitable[_T]) -> _T:
-    """Run a test scenario with a bound on its duration."""
-
-    async def bounded() -> _T:
-        async with asyncio.timeout(TIMEOUT_S):
-            return await coro
-
-    return asyncio.run(bounded())
-
-
-@contextlib.asynccontextmanager
-async def running_tls(db: Database, certfile: Path, keyfile: Path) -> AsyncIterator[IngestServer]:
-    """A started ``wss://`` server on port 0, stopped gracefully afterwards."""
-    server = IngestServer(db, live_secret=SECRET, ssl_context=server_ssl_context(certfile, keyfile))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+def server_context(files: Any) -> ssl.SSLContext:
+    """The ``wss://`` server's context of ``files`` (a certificate and key from ``make_cert``)."""
+    return server_ssl_context(files.certfile, files.keyfile)
 
 
 def stored_samples(db: Database, uid: str) -> np.ndarray:
@@ -193,7 +174,7 @@ class TestPinnedSslContext:
 
 class TestWss:
     def test_replay_device_streams_every_sample(
-        self, sqlite_db: Database, data_dir: Path, tls_files: Any
+        self, sqlite_db: Database, data_dir: Path, tls_files: Any, run: Any, running: Any
     ) -> None:
         """A replay device that trusts the self-signed certificate stores its segment bit for bit."""
         token = ensure_replay_devices(sqlite_db, ["100"])["100"]
@@ -201,7 +182,7 @@ class TestWss:
         trust = client_ssl_context(tls_files.certfile)
 
         async def scenario() -> tuple[Any, str, tuple[int, dict[str, Any]]]:
-            async with running_tls(sqlite_db, tls_files.certfile, tls_files.keyfile) as server:
+            async with running(sqlite_db, ssl_context=server_context(tls_files)) as server:
                 device = ReplayDevice(signal, f"{server.url}/ingest", token, speed=0, ssl_context=trust)
                 result = await device.run()
                 health = await asyncio.to_thread(https_get, f"https://127.0.0.1:{server.port}/health", trust)
@@ -220,12 +201,14 @@ class TestWss:
             health["totals"]["frames_stored"] == health["totals"]["frames_received"] > result.frames
         )  # + vitals
 
-    def test_run_replay_by_host_name(self, sqlite_db: Database, data_dir: Path, tls_files: Any) -> None:
+    def test_run_replay_by_host_name(
+        self, sqlite_db: Database, data_dir: Path, tls_files: Any, run: Any, running: Any
+    ) -> None:
         """``run_replay`` with a CA file, reaching the server as ``localhost`` (a name in the certificate)."""
         tokens = ensure_replay_devices(sqlite_db, ["100"])
 
         async def scenario() -> list[Any]:
-            async with running_tls(sqlite_db, tls_files.certfile, tls_files.keyfile) as server:
+            async with running(sqlite_db, ssl_context=server_context(tls_files)) as server:
                 return await run_replay(
                     "100",
                     f"wss://localhost:{server.port}",
@@ -242,12 +225,14 @@ class TestWss:
             stored_samples(sqlite_db, "replay-mitdb-100"), record_adc(data_dir, "100", 3)
         )
 
-    def test_plain_ws_client_is_refused(self, sqlite_db: Database, data_dir: Path, tls_files: Any) -> None:
+    def test_plain_ws_client_is_refused(
+        self, sqlite_db: Database, data_dir: Path, tls_files: Any, run: Any, running: Any
+    ) -> None:
         token = ensure_replay_devices(sqlite_db, ["100"])["100"]
         signal = load_replay_signal("100", data_dir=data_dir, seconds=2)
 
         async def scenario() -> None:
-            async with running_tls(sqlite_db, tls_files.certfile, tls_files.keyfile) as server:
+            async with running(sqlite_db, ssl_context=server_context(tls_files)) as server:
                 plain = f"ws://127.0.0.1:{server.port}/ingest"
                 with pytest.raises(InvalidHandshake):
                     async with connect(plain, open_timeout=5):
@@ -260,7 +245,13 @@ class TestWss:
         assert chunk_count(sqlite_db) == 0
 
     def test_untrusted_certificate_is_refused(
-        self, sqlite_db: Database, data_dir: Path, tls_files: Any, make_cert: Callable[..., Any]
+        self,
+        sqlite_db: Database,
+        data_dir: Path,
+        tls_files: Any,
+        make_cert: Callable[..., Any],
+        run: Any,
+        running: Any,
     ) -> None:
         """Not retried, never downgraded: the device stops with an error that says what to do."""
         token = ensure_replay_devices(sqlite_db, ["100"])["100"]
@@ -270,7 +261,7 @@ class TestWss:
 
         async def scenario() -> list[str]:
             messages = []
-            async with running_tls(sqlite_db, tls_files.certfile, tls_files.keyfile) as server:
+            async with running(sqlite_db, ssl_context=server_context(tls_files)) as server:
                 url = f"{server.url}/ingest"
                 for trust in (None, client_ssl_context(stranger.certfile)):
                     with pytest.raises(
@@ -279,7 +270,7 @@ class TestWss:
                         await ReplayDevice(signal, url, token, speed=0, ssl_context=trust).run()
                     messages.append(str(exc.value))
             # The right certificate, reached under a name it does not carry.
-            async with running_tls(sqlite_db, wrong_name.certfile, wrong_name.keyfile) as server:
+            async with running(sqlite_db, ssl_context=server_context(wrong_name)) as server:
                 device = ReplayDevice(
                     signal,
                     f"{server.url}/ingest",
@@ -306,7 +297,7 @@ class TestWss:
 
 
 class TestServeTls:
-    def test_demo_over_wss(self, tmp_path: Path, data_dir: Path, tls_files: Any) -> None:
+    def test_demo_over_wss(self, tmp_path: Path, data_dir: Path, tls_files: Any, run: Any) -> None:
         """``serve`` with a certificate: the demo devices stream over wss:// and /health answers https."""
         db_url = f"sqlite:///{tmp_path / 'serve.db'}"
         started: asyncio.Queue[IngestServer] = asyncio.Queue()
@@ -349,7 +340,7 @@ class TestServeTls:
         finally:
             db.dispose()
 
-    def test_exceptions(self, tmp_path: Path, tls_files: Any) -> None:
+    def test_exceptions(self, tmp_path: Path, tls_files: Any, run: Any) -> None:
         """Bad TLS settings stop ``serve`` before it touches the database."""
         db_path = tmp_path / "never.db"
         missing = tmp_path / "missing.key"
