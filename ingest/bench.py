@@ -37,6 +37,7 @@ import os
 import resource
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -126,7 +127,8 @@ def run_ingest_bench(
     dict
         :data:`BENCH_KEYS`, plus ``latency_server_p95_s`` (arrival to the
         processor handing the beat over), ``beats_stored``,
-        ``checksums_match``, ``streams_ok``, ``load_average``, and with
+        ``checksums_match``, ``streams_ok``, ``load_average``, ``devices``
+        (reconnects, resent and dropped frames, close codes), and with
         worker processes ``workers_rss_mb`` (their peak resident sets,
         summed; ``rss_mb`` is the server's process).
 
@@ -226,7 +228,7 @@ async def _run(
     finally:
         await server.abort()
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    acked, clients_cpu_s = replayed
+    acked, clients_cpu_s, devices = replayed
     lat = np.asarray(live.latencies)
     srv = np.asarray(live.server_latencies)
     return {
@@ -245,6 +247,7 @@ async def _run(
         "live_closed": live.closed,
         "analysis": processor is not None,
         "pipeline": _pipeline_figures(processor),
+        "devices": devices,
     }
 
 
@@ -266,12 +269,25 @@ def _load(stream: _Stream, data_dir: str | Path | None) -> ReplaySignal:
     )
 
 
-def _replay_all(url: str, plan: list[_Stream], data_dir: str | Path | None) -> tuple[list[bool], float]:
-    """Child process: replay every stream at real time; whether each was acknowledged, and the CPU used."""
+def _replay_all(
+    url: str, plan: list[_Stream], data_dir: str | Path | None
+) -> tuple[list[bool], float, dict[str, Any]]:
+    """Child process: replay every stream at real time.
+
+    Whether each stream was acknowledged, the CPU used, and what the devices
+    went through (reconnects, resent and dropped frames, close codes).
+    """
     signals = [_load(s, data_dir) for s in plan]
     cpu0 = time.process_time()
     results = asyncio.run(_replay_devices(url, plan, signals))
-    return [r.acked and not r.close_codes for r in results], time.process_time() - cpu0
+    devices = {
+        "reconnects": sum(r.reconnects for r in results),
+        "frames_resent": sum(r.frames_resent for r in results),
+        "dropped_frames": sum(r.dropped_frames for r in results),
+        "close_codes": dict(Counter(str(code) for r in results for code in r.close_codes)),
+        "unacknowledged": sum(not r.acked for r in results),
+    }
+    return [r.acked and not r.close_codes for r in results], time.process_time() - cpu0, devices
 
 
 async def _replay_devices(url: str, plan: list[_Stream], signals: list[ReplaySignal]) -> list[ReplayResult]:
