@@ -112,6 +112,7 @@ from storage.models import (
 )
 from storage.queries import (
     MAX_CHUNK_SECONDS,
+    ChunkLayout,
     WindowBlock,
     acknowledge_alarm,
     add_beats,
@@ -126,12 +127,14 @@ from storage.queries import (
     find_gaps,
     hash_token,
     insert_chunk,
+    insert_chunks,
     iter_samples,
     load_block,
     open_alarms,
     open_recording,
     stored_ranges,
     update_device_status,
+    update_device_status_by_id,
     vitals_between,
 )
 from storage.types import UTCDateTime, utcnow
@@ -168,6 +171,7 @@ __all__ = [
     "CaregiverAssignment",
     "ChecksumMismatchError",
     "ChunkConflictError",
+    "ChunkLayout",
     "CodecError",
     "DataCipher",
     "DataKeyError",
@@ -222,6 +226,7 @@ __all__ = [
     "hash_token",
     "head_revision",
     "insert_chunk",
+    "insert_chunks",
     "is_encrypted_text",
     "issue_api_token",
     "iter_samples",
@@ -250,6 +255,7 @@ __all__ = [
     "stored_ranges",
     "text_key_id",
     "update_device_status",
+    "update_device_status_by_id",
     "upgrade",
     "utcnow",
     "verified_block",

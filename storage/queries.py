@@ -12,30 +12,33 @@ iterators inside the session.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, Select, Table, or_, select
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session, object_session
 
 from storage.codec import CODEC_NAME, SampleBlock, checksum, encode_block
 from storage.crypto import DataCipher, seal_chunk, session_cipher
 from storage.enums import AlarmState
-from storage.errors import ChunkConflictError
+from storage.errors import ChunkConflictError, StorageError
 from storage.integrity import verified_block
 from storage.models import Alarm, AuditEntry, Base, Beat, Device, RecordingSession, SignalChunk, Vitals
 from storage.types import utcnow
 
 __all__ = [
     "MAX_CHUNK_SECONDS",
+    "ChunkLayout",
     "WindowBlock",
     "acknowledge_alarm",
     "add_beats",
@@ -50,12 +53,14 @@ __all__ = [
     "find_gaps",
     "hash_token",
     "insert_chunk",
+    "insert_chunks",
     "iter_samples",
     "load_block",
     "open_alarms",
     "open_recording",
     "stored_ranges",
     "update_device_status",
+    "update_device_status_by_id",
     "vitals_between",
 ]
 
@@ -88,6 +93,44 @@ class WindowBlock:
     session_id: int
     t0: datetime
     block: SampleBlock
+
+
+class ChunkLayout(Protocol):
+    """What storing samples needs to know of their recording session.
+
+    A :class:`~storage.models.RecordingSession` has all of it; the ingest
+    server passes a plain copy, so that it need not load the row per write.
+    """
+
+    @property
+    def id(self) -> int:
+        """The recording session's id."""
+        ...
+
+    @property
+    def fs(self) -> float:
+        """Sampling rate in Hz."""
+        ...
+
+    @property
+    def lead_names(self) -> Sequence[str]:
+        """One name per column of the samples."""
+        ...
+
+    @property
+    def gain(self) -> float:
+        """ADC counts per physical unit."""
+        ...
+
+    @property
+    def baseline(self) -> int:
+        """ADC count of zero."""
+        ...
+
+    @property
+    def started_at(self) -> datetime:
+        """Time of sample 0."""
+        ...
 
 
 # Devices ---------------------------------------------------------------------
@@ -131,6 +174,31 @@ def update_device_status(
         device.rssi = rssi
     if firmware is not None:
         device.firmware = firmware
+
+
+def update_device_status_by_id(
+    session: Session,
+    device_id: int,
+    *,
+    seen_at: datetime,
+    battery: float | None = None,
+    rssi: int | None = None,
+) -> None:
+    """:func:`update_device_status` with one UPDATE by id, without loading the device.
+
+    Raises
+    ------
+    StorageError
+        If no device has this id (it was deleted).
+    """
+    values: dict[str, Any] = {"device_id": device_id, "last_seen_at": seen_at}
+    if battery is not None:
+        values["battery"] = battery
+    if rssi is not None:
+        values["rssi"] = rssi
+    result = session.connection().execute(_device_status_stmt(), values)  # SET what ``values`` names
+    if result.rowcount == 0:
+        raise StorageError(f"device {device_id} no longer exists")
 
 
 # Recording sessions and signal chunks ------------------------------------------
@@ -187,17 +255,16 @@ def chunk_time(recording: RecordingSession, seq: int) -> datetime:
     return recording.started_at + timedelta(seconds=seq / recording.fs)
 
 
-def insert_chunk(
-    session: Session, recording: RecordingSession, samples: npt.ArrayLike, first_seq: int
-) -> bool:
+def insert_chunk(session: Session, recording: ChunkLayout, samples: npt.ArrayLike, first_seq: int) -> bool:
     """Store a block of samples once, keyed by ``(recording, first_seq)``.
 
     Parameters
     ----------
     session : Session
         Open session; the caller commits.
-    recording : RecordingSession
-        The stream the samples belong to; it gives rate, leads and gain.
+    recording : ChunkLayout
+        The stream the samples belong to (a
+        :class:`~storage.models.RecordingSession`); it gives rate, leads and gain.
     samples : array_like
         ``(n_samples, n_leads)`` int16 ADC counts.
     first_seq : int
@@ -219,66 +286,82 @@ def insert_chunk(
     ValueError
         If the block is longer than :data:`MAX_CHUNK_SECONDS`.
     """
-    block = SampleBlock(
-        samples=np.asarray(samples),
-        fs=recording.fs,
-        lead_names=tuple(recording.lead_names),
-        gain=recording.gain,
-        baseline=recording.baseline,
-        first_seq=first_seq,
-    )
-    end_seq = first_seq + int(block.samples.shape[0])
-    if (end_seq - first_seq) / recording.fs > MAX_CHUNK_SECONDS:
-        raise ValueError(
-            f"a chunk may hold at most {MAX_CHUNK_SECONDS:g} s of samples, got {end_seq - first_seq} "
-            f"samples at {recording.fs:g} Hz"
-        )
-    payload = encode_block(block)
-    digest = checksum(payload)  # of the plain block: see storage.integrity
+    return insert_chunks(session, recording, [(samples, first_seq)])[0]
+
+
+def insert_chunks(
+    session: Session, recording: ChunkLayout, blocks: Sequence[tuple[npt.ArrayLike, int]]
+) -> list[bool]:
+    """Store several blocks of one recording session, each once, with few statements.
+
+    :func:`insert_chunk` for many blocks: every block is encoded and checked
+    first (against the others and against what is stored, with one query per
+    run of adjacent blocks), then all new ones are inserted with one
+    multi-row ``INSERT ... ON CONFLICT DO NOTHING``. Nothing is written
+    unless every block passes its checks; an error raised by the insert
+    itself leaves the transaction for the caller to roll back.
+
+    Parameters
+    ----------
+    session : Session
+        Open session; the caller commits.
+    recording : ChunkLayout
+        The stream the samples belong to.
+    blocks : sequence of (array_like, int)
+        ``(samples, first_seq)`` pairs, in any order; see :func:`insert_chunk`.
+
+    Returns
+    -------
+    list of bool
+        Per block, in the given order: ``True`` if stored now, ``False`` if
+        the same block was already stored or came earlier in ``blocks``.
+
+    Raises
+    ------
+    ChunkConflictError
+        If a block overlaps a stored block or another block of ``blocks``
+        with different content.
+    storage.codec.CodecError
+        If the samples do not match the recording's lead count.
+    ValueError
+        If a block is longer than :data:`MAX_CHUNK_SECONDS`.
+
+    Examples
+    --------
+    >>> insert_chunks(session, recording, [(first, 0), (second, 90)])  # doctest: +SKIP
+    [True, True]
+    """
     cipher = session_cipher(session)
-    stored = payload
-    if cipher is not None:
-        stored = seal_chunk(
-            cipher,
-            payload,
-            session_id=recording.id,
-            first_seq=first_seq,
-            n_samples=end_seq - first_seq,
-            codec=CODEC_NAME,
-        )
-    row = {
-        "session_id": recording.id,
-        "first_seq": first_seq,
-        "n_samples": end_seq - first_seq,
-        "t_start": chunk_time(recording, first_seq),
-        "t_end": chunk_time(recording, end_seq),
-        "codec": CODEC_NAME,
-        "payload": stored,
-        "checksum": digest,
-        "key_id": cipher.key_id if cipher is not None else None,
-        "created_at": utcnow(),
-    }
-    # Stored chunks never overlap, so only the last one starting before
-    # ``end_seq`` can overlap this block.
-    previous = session.execute(
-        select(SignalChunk.first_seq, SignalChunk.n_samples, SignalChunk.checksum)
-        .where(SignalChunk.session_id == recording.id, SignalChunk.first_seq < end_seq)
-        .order_by(SignalChunk.first_seq.desc())
-        .limit(1)
-    ).first()
-    if previous is not None and previous.first_seq + previous.n_samples > first_seq:
-        if (previous.first_seq, previous.n_samples, previous.checksum) == (
-            first_seq,
-            end_seq - first_seq,
-            digest,
-        ):
-            return False
-        raise ChunkConflictError(
-            f"samples [{first_seq}, {end_seq}) of recording session {recording.id} overlap the stored "
-            f"chunk [{previous.first_seq}, {previous.first_seq + previous.n_samples}) with different content"
-        )
-    # ON CONFLICT keeps a concurrent writer of the same block from failing.
-    return _insert_ignoring_conflicts(session, SignalChunk.__table__, [row]) == 1
+    created_at = utcnow()
+    rows = [_chunk_row(recording, cipher, samples, first_seq, created_at) for samples, first_seq in blocks]
+    new: list[dict[str, Any]] = []  # rows to insert, by first_seq, none overlapping another
+    for row in sorted(rows, key=lambda r: int(r["first_seq"])):
+        if new and _end(new[-1]) > row["first_seq"]:
+            _check_same(recording.id, row, new[-1], stored=False)
+            continue
+        new.append(row)
+    fresh = []
+    for run in _runs(new):
+        stored = _stored_around(session, recording.id, int(run[0]["first_seq"]), _end(run[-1]))
+        starts = [first for first, _, _ in stored]
+        for row in run:
+            # Stored chunks never overlap, so only the last one starting before
+            # the row's end can overlap it.
+            i = bisect.bisect_left(starts, _end(row)) - 1
+            if i >= 0 and stored[i][0] + stored[i][1] > row["first_seq"]:
+                first, n, digest = stored[i]
+                _check_same(recording.id, row, {"first_seq": first, "n_samples": n, "checksum": digest})
+            else:
+                fresh.append(row)
+    inserted = _insert_chunk_rows(session, fresh)
+    if len(inserted) < len(fresh):  # a concurrent writer stored some of them first
+        _check_stored_equal(session, recording.id, [r for r in fresh if r["first_seq"] not in inserted])
+    done = set(inserted)
+    out = []
+    for row in rows:
+        out.append(row["first_seq"] in done)
+        done.discard(row["first_seq"])  # a block given twice is stored once
+    return out
 
 
 def load_block(chunk: SignalChunk, *, cipher: DataCipher | None = None) -> SampleBlock:
@@ -620,16 +703,188 @@ def _insert_ignoring_conflicts(session: Session, table: Any, rows: list[dict[str
     if not isinstance(table, Table):
         raise TypeError(f"expected a Table, got {type(table).__name__}")
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    else:
-        raise NotImplementedError(
-            f"idempotent inserts are implemented for SQLite and PostgreSQL, not {dialect}"
-        )
-    result = session.execute(stmt.returning(table.c.id), rows)
+    result = session.execute(_insert_ignoring_for(dialect, table).returning(table.c.id), rows)
     return len(result.all())
+
+
+def _insert_ignoring_for(dialect: str, table: Table) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` into ``table`` in ``dialect``."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise NotImplementedError(f"idempotent inserts are implemented for SQLite and PostgreSQL, not {dialect}")
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"expected a Table, got {type(table).__name__}")
+    return table
+
+
+def _chunk_row(
+    recording: ChunkLayout,
+    cipher: DataCipher | None,
+    samples: npt.ArrayLike,
+    first_seq: int,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """The ``signal_chunks`` row of a block: encoded, checksummed, sealed when a cipher is loaded."""
+    block = SampleBlock(
+        samples=np.asarray(samples),
+        fs=recording.fs,
+        lead_names=tuple(recording.lead_names),
+        gain=recording.gain,
+        baseline=recording.baseline,
+        first_seq=first_seq,
+    )
+    n_samples = int(block.samples.shape[0])
+    end_seq = first_seq + n_samples
+    if n_samples / recording.fs > MAX_CHUNK_SECONDS:
+        raise ValueError(
+            f"a chunk may hold at most {MAX_CHUNK_SECONDS:g} s of samples, got {n_samples} "
+            f"samples at {recording.fs:g} Hz"
+        )
+    payload = encode_block(block)
+    digest = checksum(payload)  # of the plain block: see storage.integrity
+    stored = payload
+    if cipher is not None:
+        stored = seal_chunk(
+            cipher,
+            payload,
+            session_id=recording.id,
+            first_seq=first_seq,
+            n_samples=n_samples,
+            codec=CODEC_NAME,
+        )
+    return {
+        "session_id": recording.id,
+        "first_seq": first_seq,
+        "n_samples": n_samples,
+        "t_start": recording.started_at + timedelta(seconds=first_seq / recording.fs),
+        "t_end": recording.started_at + timedelta(seconds=end_seq / recording.fs),
+        "codec": CODEC_NAME,
+        "payload": stored,
+        "checksum": digest,
+        "key_id": cipher.key_id if cipher is not None else None,
+        "created_at": created_at,
+    }
+
+
+def _end(row: Mapping[str, Any]) -> int:
+    return int(row["first_seq"]) + int(row["n_samples"])
+
+
+def _check_same(
+    recording_id: int, row: Mapping[str, Any], other: Mapping[str, Any], *, stored: bool = True
+) -> None:
+    """Nothing to do if ``row`` is the same block as ``other`` (stored, or of its batch), which it overlaps.
+
+    Raises
+    ------
+    ChunkConflictError
+        If they differ in position, length or content.
+    """
+    if (row["first_seq"], row["n_samples"], row["checksum"]) == (
+        other["first_seq"],
+        other["n_samples"],
+        other["checksum"],
+    ):
+        return
+    chunk = f"chunk [{other['first_seq']}, {_end(other)})"
+    raise ChunkConflictError(
+        f"samples [{row['first_seq']}, {_end(row)}) of recording session {recording_id} overlap the "
+        f"{'stored ' + chunk if stored else chunk + ' of the same batch'} with different content"
+    )
+
+
+def _runs(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Rows (sorted, not overlapping) grouped into runs of adjacent blocks."""
+    run: list[dict[str, Any]] = []
+    for row in rows:
+        if run and row["first_seq"] != _end(run[-1]):
+            yield run
+            run = []
+        run.append(row)
+    if run:
+        yield run
+
+
+def _stored_around(session: Session, recording_id: int, start: int, end: int) -> list[tuple[int, int, str]]:
+    """``(first_seq, n_samples, checksum)`` of the stored chunks that may overlap ``[start, end)``.
+
+    Those starting in ``[start, end)`` and the last one starting before
+    ``start``, by ``first_seq``: one indexed range read.
+    """
+    params = {"session_id": recording_id, "start": start, "end": end}
+    rows = session.connection().execute(_stored_around_stmt(), params)
+    return [(int(first), int(n), str(digest)) for first, n, digest in rows]
+
+
+def _insert_chunk_rows(session: Session, rows: list[dict[str, Any]]) -> set[int]:
+    """Insert chunk rows, skipping keys already stored; the ``first_seq`` of those inserted."""
+    if not rows:
+        return set()
+    stmt = _chunk_insert_stmt(session.get_bind().dialect.name)
+    return {int(first) for first in session.connection().execute(stmt, rows).scalars()}
+
+
+# The statements of the ingest path are built once: building and hashing a statement costs more
+# CPU than running it. They are Core statements, executed on the session's connection.
+
+
+@functools.cache
+def _stored_around_stmt() -> Select[Any]:
+    """The query of :func:`_stored_around`, with parameters ``session_id``, ``start`` and ``end``."""
+    c = _table(SignalChunk).c
+    session_id = bindparam("session_id", type_=c.session_id.type)
+    start = bindparam("start", type_=c.first_seq.type)
+    before = (
+        select(func.max(c.first_seq)).where(c.session_id == session_id, c.first_seq < start).scalar_subquery()
+    )
+    return (
+        select(c.first_seq, c.n_samples, c.checksum)
+        .where(
+            c.session_id == session_id,
+            c.first_seq >= func.coalesce(before, start),
+            c.first_seq < bindparam("end", type_=c.first_seq.type),
+        )
+        .order_by(c.first_seq)
+    )
+
+
+@functools.cache
+def _chunk_insert_stmt(dialect: str) -> Any:
+    """Idempotent insert of chunk rows returning the ``first_seq`` of those inserted."""
+    table = _table(SignalChunk)
+    return _insert_ignoring_for(dialect, table).returning(table.c.first_seq)
+
+
+@functools.cache
+def _device_status_stmt() -> Any:
+    """UPDATE of the device whose id is the parameter ``device_id``."""
+    table = _table(Device)
+    return update(table).where(table.c.id == bindparam("device_id", type_=table.c.id.type))
+
+
+def _check_stored_equal(session: Session, recording_id: int, rows: list[dict[str, Any]]) -> None:
+    """Rows that a concurrent writer stored first must be the same blocks.
+
+    Raises
+    ------
+    ChunkConflictError
+        If one of them is stored with other content.
+    """
+    stored = session.execute(
+        select(SignalChunk.first_seq, SignalChunk.n_samples, SignalChunk.checksum).where(
+            SignalChunk.session_id == recording_id,
+            SignalChunk.first_seq.in_([r["first_seq"] for r in rows]),
+        )
+    )
+    by_key = {first: {"first_seq": first, "n_samples": n, "checksum": digest} for first, n, digest in stored}
+    for row in rows:
+        _check_same(recording_id, row, by_key.get(row["first_seq"], {**row, "checksum": None}))
 
 
 def _seq_at(started_at: datetime, t: datetime, fs: float) -> int:

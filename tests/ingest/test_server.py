@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +43,9 @@ from ingest.protocol import (
     encode_binary_samples,
     encode_text_frame,
 )
+from ingest.protocol import (
+    Vitals as VitalsFrame,
+)
 from ingest.replay import ReplayDevice, ReplayError, ReplayResult, ensure_replay_devices, load_replay_signal
 from ingest.server import (
     IngestServer,
@@ -63,6 +68,7 @@ from storage import (
     Vitals,
     create_device,
     find_gaps,
+    insert_chunk,
     load_block,
     utcnow,
 )
@@ -154,6 +160,13 @@ def patient_of(db: Database, uid: str) -> int:
         patient = session.scalar(select(Device.patient_id).where(Device.device_uid == uid))
     assert patient is not None
     return int(patient)
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll ``condition`` until it holds."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
 
 
 async def trace_reaches(subscription: Subscription, seq: int) -> None:
@@ -413,6 +426,89 @@ class TestIngest:
         health = run(scenario())
         assert stored(sqlite_db, "proc-1")[0] == [(0, FRAME), (FRAME, FRAME)]
         assert health["streams"][0]["frames_stored"] == 2
+
+    def test_streams_share_storage_rounds(self, any_db: Database, run: Any, running: Any) -> None:
+        """Batches of several streams go in one round; bad data fails only its own stream."""
+        uids = ("round-a", "round-b", "round-c", "round-d")
+        tokens = {uid: register(any_db, uid) for uid in uids}
+        gate = threading.Event()
+
+        async def one_round(server: IngestServer, sends: list[tuple[ClientConnection, bytes]]) -> None:
+            """Send while the first frame's round waits at the gate, so that the others share the next."""
+            gate.clear()
+            rounds = server.totals["storage_rounds"]
+            blocker = asyncio.get_running_loop().run_in_executor(server._storage_pool, gate.wait, 10.0)
+            (ws, message), *others = sends
+            await ws.send(message)
+            await wait_until(lambda: server.totals["storage_rounds"] == rounds + 1)
+            for ws, message in others:
+                await ws.send(message)
+            await wait_until(lambda: len(server._store_requests) == len(others))
+            gate.set()
+            await blocker
+
+        async def scenario() -> tuple[list[int], list[dict[str, Any]], list[dict[str, Any]], int | None]:
+            async with running(any_db, storage_workers=1) as server:
+                a, b, c, d = [(await open_device(server, hello_text(uid, tokens[uid])))[0] for uid in uids]
+                await a.send(encode_binary_samples(frame(0)))
+                assert json.loads(await a.recv())["upto"] == FRAME
+                with any_db.session() as session:  # another writer puts other samples where round-a goes next
+                    recording = session.scalar(
+                        select(RecordingSession).join(Device).where(Device.device_uid == "round-a")
+                    )
+                    assert recording is not None
+                    insert_chunk(session, recording, frame(FRAME).samples + 1, FRAME)
+                rounds = [server.totals["storage_rounds"]]
+                # d's frame takes the first round; a's (refused), b's and c's share the second one.
+                first = [(d, frame(0)), (a, frame(FRAME)), (b, frame(0)), (c, frame(0))]
+                await one_round(server, [(ws, encode_binary_samples(f)) for ws, f in first])
+                refused = await until_closed(a)
+                acks = [json.loads(await ws.recv()) for ws in (b, c, d)]
+                rounds.append(server.totals["storage_rounds"])
+                second = [(d, frame(FRAME)), (b, frame(FRAME)), (c, frame(FRAME))]
+                await one_round(server, [(ws, encode_binary_samples(f)) for ws, f in second])
+                acks += [json.loads(await ws.recv()) for ws in (b, c, d)]
+                rounds.append(server.totals["storage_rounds"])
+                for ws in (b, c, d):
+                    await ws.close()
+                return [y - x for x, y in itertools.pairwise(rounds)], refused, acks, a.close_code
+
+        rounds, refused, acks, code = run(scenario())
+        assert rounds == [2, 2]
+        assert (refused[-1]["type"], refused[-1]["code"], code) == ("error", 1011, 1011)
+        assert "storage failed" in refused[-1]["reason"]
+        assert [ack["upto"] for ack in acks] == [FRAME] * 3 + [2 * FRAME] * 3
+        keys, samples = stored(any_db, "round-a")
+        assert keys == [(0, FRAME), (FRAME, FRAME)]
+        np.testing.assert_array_equal(
+            samples[FRAME:], frame(FRAME).samples + 1
+        )  # the other writer's, untouched
+        for uid in uids[1:]:
+            assert_stored_exactly(any_db, uid, np.concatenate([frame(0).samples, frame(FRAME).samples]))
+
+    def test_device_status(self, sqlite_db: Database, run: Any, running: Any) -> None:
+        """Battery and RSSI are stored when reported, ``last_seen_at`` as the device streams."""
+        token = register(sqlite_db, "status-1")
+        before = utcnow()
+
+        async def scenario() -> None:
+            async with running(sqlite_db) as server:
+                ws, _ = await open_device(server, hello_text("status-1", token))
+                await ws.send(encode_text_frame(VitalsFrame(battery=55.0, rssi=-70)))
+                await ws.send(encode_binary_samples(frame(0)))
+                await ws.recv()
+                await ws.send(encode_text_frame(VitalsFrame(rssi=-75)))
+                await ws.send(encode_binary_samples(frame(FRAME)))
+                await ws.recv()
+                await ws.close()
+
+        run(scenario())
+        with sqlite_db.session() as session:
+            device = session.scalar(select(Device).where(Device.device_uid == "status-1"))
+            assert device is not None
+            assert (device.battery, device.rssi) == (55.0, -75)
+            assert device.last_seen_at is not None
+            assert device.last_seen_at >= before
 
 
 @dataclass
@@ -709,6 +805,25 @@ class TestIngestServer:
             IngestServer(sqlite_db, live_secret="short")
         with pytest.raises(ValueError, match="must be at least 1"):
             IngestServer(sqlite_db, live_secret=SECRET, max_pending_frames=0)
+        with pytest.raises(ValueError, match="`compression` must be None or 'deflate', got 'gzip'"):
+            IngestServer(sqlite_db, live_secret=SECRET, compression="gzip")
+
+    def test_compression(self, sqlite_db: Database, run: Any, running: Any) -> None:
+        """Per-message compression is negotiated with clients that offer it, unless turned off."""
+
+        async def negotiated(**options: Any) -> list[str | None]:
+            async with running(sqlite_db, **options) as server:
+                out = []
+                for path in ("/ingest", "/live"):
+                    ws = await connect(f"{server.url}{path}")  # offers permessage-deflate
+                    assert ws.response is not None
+                    out.append(ws.response.headers.get("Sec-WebSocket-Extensions"))
+                    await ws.close()
+                return out
+
+        assert run(negotiated(compression=None)) == [None, None]
+        offered = run(negotiated())
+        assert all(ext is not None and ext.startswith("permessage-deflate") for ext in offered)
 
 
 class TestHealth:

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+import storage.queries
 from storage import (
     Alarm,
     AlarmPriority,
@@ -25,6 +26,7 @@ from storage import (
     RecordingSession,
     Role,
     SignalChunk,
+    StorageError,
     User,
     Vitals,
     acknowledge_alarm,
@@ -38,6 +40,7 @@ from storage import (
     find_gaps,
     hash_token,
     insert_chunk,
+    insert_chunks,
     iter_samples,
     load_block,
     open_alarms,
@@ -45,6 +48,7 @@ from storage import (
     session_factory,
     stored_ranges,
     update_device_status,
+    update_device_status_by_id,
     vitals_between,
 )
 
@@ -94,6 +98,24 @@ class TestDevices:
             -61,
             "1.5.0",
         )
+
+    def test_update_device_status_by_id(
+        self, session: Session, recording: RecordingSession, t0: datetime
+    ) -> None:
+        device = recording.device
+        update_device_status(session, device, seen_at=t0, battery=81.0, rssi=-61, firmware="1.5.0")
+        session.flush()
+        update_device_status_by_id(session, device.id, seen_at=_at(t0, 5), rssi=-70)
+        update_device_status_by_id(session, device.id, seen_at=_at(t0, 6))
+        session.expire_all()
+        assert (device.last_seen_at, device.battery, device.rssi, device.firmware) == (
+            _at(t0, 6),
+            81.0,
+            -70,
+            "1.5.0",
+        )
+        with pytest.raises(StorageError, match=f"device {device.id + 1000} no longer exists"):
+            update_device_status_by_id(session, device.id + 1000, seen_at=t0)
 
 
 class TestUsersAndPatients:
@@ -160,6 +182,105 @@ class TestInsertChunk:
         chunk = session.scalars(select(SignalChunk)).one()
         with pytest.raises(ChecksumMismatchError, match=f"signal chunk {chunk.id}: checksum mismatch"):
             load_block(chunk)
+
+
+def _chunk_keys(session: Session) -> list[tuple[int, int]]:
+    return [
+        (c.first_seq, c.n_samples)
+        for c in session.scalars(select(SignalChunk).order_by(SignalChunk.first_seq))
+    ]
+
+
+class TestInsertChunks:
+    def test_basic(self, session: Session, recording: RecordingSession, t0: datetime) -> None:
+        """Blocks in any order, with gaps between them: each stored once, where it belongs."""
+        blocks = [(_samples(first, 100), first) for first in (300, 0, 100, 700)]
+        assert insert_chunks(session, recording, blocks) == [True, True, True, True]
+        assert _chunk_keys(session) == [(0, 100), (100, 100), (300, 100), (700, 100)]
+        chunks = session.scalars(select(SignalChunk).order_by(SignalChunk.first_seq)).all()
+        for chunk in chunks:
+            np.testing.assert_array_equal(load_block(chunk).samples, _samples(chunk.first_seq, 100))
+            assert chunk.t_start == _at(t0, chunk.first_seq / FS)
+            assert chunk.t_end == _at(t0, (chunk.first_seq + 100) / FS)
+        assert stored_ranges(session, recording.id) == [(0, 200), (300, 400), (700, 800)]
+
+    def test_resends_are_not_stored_twice(self, session: Session, recording: RecordingSession) -> None:
+        """Stored blocks, and blocks given twice, come back ``False``; the new ones are stored."""
+        assert insert_chunks(session, recording, [(_samples(0, 100), 0), (_samples(200, 100), 200)]) == [
+            True,
+            True,
+        ]
+        again = [(_samples(f, 100), f) for f in (0, 100, 200, 100, 300)]
+        assert insert_chunks(session, recording, again) == [False, True, False, False, True]
+        assert _chunk_keys(session) == [(0, 100), (100, 100), (200, 100), (300, 100)]
+        assert insert_chunks(session, recording, []) == []
+
+    def test_edge_cases(self, session: Session, recording: RecordingSession) -> None:
+        """Touching blocks are fine; the check reaches a stored block that started long before."""
+        insert_chunk(session, recording, _samples(0, 1000), 0)
+        assert insert_chunks(
+            session, recording, [(_samples(1000, 10), 1000), (_samples(1010, 10), 1010)]
+        ) == [
+            True,
+            True,
+        ]
+        with pytest.raises(ChunkConflictError, match=r"overlap the stored chunk \[0, 1000\)"):
+            insert_chunks(session, recording, [(_samples(990, 5), 990), (_samples(2000, 5), 2000)])
+        assert _chunk_keys(session) == [(0, 1000), (1000, 10), (1010, 10)]
+
+    def test_exceptions(self, session: Session, recording: RecordingSession) -> None:
+        """A bad block anywhere in the batch: an error naming it, and nothing of the batch written."""
+        insert_chunk(session, recording, _samples(100, 100), 100)
+        cases: list[tuple[type[Exception], str, list[tuple[np.ndarray, int]]]] = [
+            (
+                ChunkConflictError,
+                r"samples \[100, 200\) of recording session \d+ overlap the stored chunk \[100, 200\)",
+                [(_samples(0, 100), 0), (_samples(100, 100) + 1, 100)],
+            ),
+            (
+                ChunkConflictError,
+                r"samples \[250, 300\) .* overlap the chunk \[200, 300\) of the same batch",
+                [(_samples(200, 100), 200), (_samples(250, 50), 250)],
+            ),
+            (
+                ChunkConflictError,
+                r"overlap the chunk \[400, 500\) of the same batch with different content",
+                [(_samples(400, 100), 400), (_samples(400, 100) + 1, 400)],
+            ),
+            (
+                ChunkConflictError,
+                r"\[150, 250\) .* overlap the stored chunk \[100, 200\)",
+                [(_samples(150, 100), 150)],
+            ),
+            (
+                CodecError,
+                "must name each of the 3 columns",
+                [(_samples(0, 100), 0), (np.zeros((10, 3), np.int16), 500)],
+            ),
+            (
+                ValueError,
+                "at most 600 s of samples, got 150001 samples at 250 Hz",
+                [(_samples(0, 100), 0), (np.zeros((150_001, 2), np.int16), 10_000)],
+            ),
+        ]
+        for error, match, blocks in cases:
+            with pytest.raises(error, match=match):
+                insert_chunks(session, recording, blocks)
+            assert _chunk_keys(session) == [(100, 100)], match
+
+    def test_race_with_another_writer(
+        self, session: Session, recording: RecordingSession, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Another writer stored a block between check and insert: ``False`` if equal, else refused."""
+        insert_chunk(session, recording, _samples(0, 100), 0)
+        insert_chunk(session, recording, _samples(100, 100) + 1, 100)
+        monkeypatch.setattr(storage.queries, "_stored_around", lambda *args: [])  # the check saw neither
+        assert insert_chunks(session, recording, [(_samples(0, 100), 0), (_samples(200, 100), 200)]) == [
+            False,
+            True,
+        ]
+        with pytest.raises(ChunkConflictError, match=r"overlap the stored chunk \[100, 200\)"):
+            insert_chunks(session, recording, [(_samples(100, 100), 100)])
 
 
 class TestRangesAndGaps:
