@@ -26,9 +26,11 @@ from dashboard.auth import (
     SessionUser,
     authenticate,
     create_user,
+    credential_fingerprint,
     hash_password,
     is_user_activity,
     load_session_user,
+    session_id,
     verify_password,
 )
 from dashboard.components import (
@@ -179,6 +181,7 @@ __all__ = [
     "check_patient",
     "create_app",
     "create_user",
+    "credential_fingerprint",
     "current_db",
     "data_table",
     "draw_event_report",
@@ -213,6 +216,7 @@ __all__ = [
     "revoke_device",
     "run_dashboard",
     "secret_notice",
+    "session_id",
     "set_alarm_limits",
     "set_user_active",
     "set_user_role",

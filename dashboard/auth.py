@@ -8,6 +8,8 @@ Flask wiring (login page, guard, CSRF, cookies) lives in
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 from collections import deque
@@ -32,9 +34,11 @@ __all__ = [
     "SessionUser",
     "authenticate",
     "create_user",
+    "credential_fingerprint",
     "hash_password",
     "is_user_activity",
     "load_session_user",
+    "session_id",
     "verify_password",
 ]
 
@@ -170,10 +174,12 @@ class SessionUser(UserMixin):
     username: str
     display_name: str
     role: Role
+    #: Fingerprint of the password hash the session was opened under (see :func:`session_id`).
+    credential: str = ""
 
     def get_id(self) -> str:
-        """The id as text, for Flask-Login's session cookie."""
-        return str(self.id)
+        """The session's user id for Flask-Login's cookie: ``"<id>.<credential>"``."""
+        return f"{self.id}.{self.credential}"
 
     @property
     def actor(self) -> str:
@@ -181,15 +187,39 @@ class SessionUser(UserMixin):
         return f"user:{self.id}"
 
 
+def credential_fingerprint(password_hash: str) -> str:
+    """A short fingerprint of a password hash (argon2 salts every hash, so any reset changes it)."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def session_id(db: Database, user_id: int) -> str | None:
+    """The id a session of user ``user_id`` carries now (``None``: no such user).
+
+    It binds the session to the password: once the password is reset, the
+    sessions opened under the old one no longer load (:func:`load_session_user`).
+    """
+    with db.session() as session:
+        user = session.get(User, user_id)
+        return None if user is None else f"{user.id}.{credential_fingerprint(user.password_hash)}"
+
+
 def load_session_user(db: Database, user_id: str) -> SessionUser | None:
-    """The active user with id ``user_id`` (a session's text id), or ``None``."""
-    if not user_id.isdigit():
+    """The active user of a session's text id ``"<id>.<credential>"``, or ``None``.
+
+    ``None`` too when the password changed since the session was opened, so
+    a password reset ends the user's other sessions, as disabling them does.
+    """
+    number, _, credential = user_id.partition(".")
+    if not number.isdigit() or not credential:
         return None
     with db.session() as session:
-        user = session.get(User, int(user_id))
+        user = session.get(User, int(number))
         if user is None or not user.is_active:
             return None
-        return SessionUser(user.id, user.username, user.display_name, Role(user.role))
+        current = credential_fingerprint(user.password_hash)
+        if not hmac.compare_digest(credential, current):
+            return None
+        return SessionUser(user.id, user.username, user.display_name, Role(user.role), current)
 
 
 @dataclass
@@ -391,7 +421,13 @@ def authenticate(
         append_audit(
             session, f"user:{user.id}", "auth.login", details={"username": name[:64], "remote": remote}
         )
-        found = SessionUser(user.id, user.username, user.display_name, Role(user.role))
+        found = SessionUser(
+            user.id,
+            user.username,
+            user.display_name,
+            Role(user.role),
+            credential_fingerprint(user.password_hash),
+        )
     throttle.success(*keys)
     return found, ""
 

@@ -16,9 +16,17 @@ from dashboard.auth import (
     hash_password,
     is_user_activity,
     load_session_user,
+    session_id,
     verify_password,
 )
 from storage import AuditEntry, Database, Role, User, utcnow
+
+
+def _sid(db: Database, user_id: int) -> str:
+    """The session id a fresh login of ``user_id`` carries."""
+    sid = session_id(db, user_id)
+    assert sid is not None
+    return sid
 
 
 class TestHashPassword:
@@ -47,12 +55,13 @@ class TestCreateUser:
             assert "correct horse" not in user.password_hash
             audit = session.scalars(select(AuditEntry)).all()
         assert [(a.actor, a.action, a.target) for a in audit] == [("cli", "user.create", f"user:{user_id}")]
-        loaded = load_session_user(db, str(user_id))
+        loaded = load_session_user(db, _sid(db, user_id))
         assert loaded is not None
         assert loaded.display_name == "Dr Alice"
 
     def test_edge_cases(self, db: Database) -> None:
-        assert load_session_user(db, "999") is None
+        assert load_session_user(db, "999") is None  # no credential
+        assert load_session_user(db, "999.0123456789abcdef") is None
         assert load_session_user(db, "not-a-number") is None
 
     def test_exceptions(self, db: Database) -> None:
