@@ -335,9 +335,9 @@ class _StreamInfo:
     replay: bool
     simulated: frozenset[str]
 
-    @property
+    @functools.cached_property
     def layout(self) -> ChunkLayout:
-        """The recording session as :func:`storage.insert_chunks` needs it."""
+        """The recording session as :func:`storage.insert_chunks` needs it (built once per stream)."""
         return _Layout(self.session_id, self.fs, self.leads, self.gain, self.baseline, self.started_at)
 
 

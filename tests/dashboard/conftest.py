@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +23,7 @@ import pytest
 from flask.testing import FlaskClient
 from selenium.webdriver.chrome.options import Options
 
-from dashboard import create_app, create_user
+from dashboard import create_app, create_user, session_id
 from storage import (
     Alarm,
     AlarmPriority,
@@ -297,3 +297,15 @@ def _wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.2) ->
 def wait_until() -> Any:
     """``wait_until(predicate, timeout=10.0) -> bool``."""
     return _wait_until
+
+
+@pytest.fixture
+def sid(db: Database) -> Callable[[int], str]:
+    """The session id a fresh login of a user carries now (it changes when the password does)."""
+
+    def session_id_of(user_id: int) -> str:
+        found = session_id(db, user_id)
+        assert found is not None
+        return found
+
+    return session_id_of

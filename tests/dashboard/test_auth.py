@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -16,17 +17,9 @@ from dashboard.auth import (
     hash_password,
     is_user_activity,
     load_session_user,
-    session_id,
     verify_password,
 )
 from storage import AuditEntry, Database, Role, User, utcnow
-
-
-def _sid(db: Database, user_id: int) -> str:
-    """The session id a fresh login of ``user_id`` carries."""
-    sid = session_id(db, user_id)
-    assert sid is not None
-    return sid
 
 
 class TestHashPassword:
@@ -46,7 +39,7 @@ class TestHashPassword:
 
 
 class TestCreateUser:
-    def test_basic(self, db: Database) -> None:
+    def test_basic(self, db: Database, sid: Callable[[int], str]) -> None:
         user_id = create_user(db, "alice", "correct horse battery", "clinician", display_name="Dr Alice")
         with db.session() as session:
             user = session.get(User, user_id)
@@ -55,7 +48,7 @@ class TestCreateUser:
             assert "correct horse" not in user.password_hash
             audit = session.scalars(select(AuditEntry)).all()
         assert [(a.actor, a.action, a.target) for a in audit] == [("cli", "user.create", f"user:{user_id}")]
-        loaded = load_session_user(db, _sid(db, user_id))
+        loaded = load_session_user(db, sid(user_id))
         assert loaded is not None
         assert loaded.display_name == "Dr Alice"
 

@@ -10,20 +10,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from dashboard.access import AccessDeniedError
-from dashboard.auth import LoginThrottle, authenticate, create_user, load_session_user, session_id
+from dashboard.auth import LoginThrottle, authenticate, create_user, load_session_user
 from dashboard.queries import assign_patient, unassign_patient
 from dashboard.users import UserAdminError, _keep_an_admin, reset_password, set_user_active, set_user_role
 from storage import AuditEntry, CaregiverAssignment, Database, Role, User
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "battery staple horse"
-
-
-def _sid(db: Database, user_id: int) -> str:
-    """The session id a fresh login of ``user_id`` carries."""
-    sid = session_id(db, user_id)
-    assert sid is not None
-    return sid
 
 
 def _audit(db: Database) -> list[tuple[str, str, str | None, dict[str, Any]]]:
@@ -43,10 +36,10 @@ def _user(db: Database, user_id: int) -> User:
 
 
 class TestSetUserActive:
-    def test_basic(self, db: Database, seeded: Any) -> None:
+    def test_basic(self, db: Database, sid: Any, seeded: Any) -> None:
         set_user_active(db, seeded.admin, seeded.clinician, False)
         assert not _user(db, seeded.clinician).is_active
-        assert load_session_user(db, _sid(db, seeded.clinician)) is None  # open sessions end
+        assert load_session_user(db, sid(seeded.clinician)) is None  # open sessions end
         user, _ = authenticate(db, "clin", PASSWORD, throttle=LoginThrottle(), remote="t")
         assert user is None
         set_user_active(db, seeded.admin, seeded.clinician, True)
@@ -89,11 +82,11 @@ class TestSetUserActive:
 
 
 class TestSetUserRole:
-    def test_basic(self, db: Database, seeded: Any) -> None:
+    def test_basic(self, db: Database, sid: Any, seeded: Any) -> None:
         set_user_role(db, seeded.admin, seeded.caregiver, "clinician", "  ICU ")
         user = _user(db, seeded.caregiver)
         assert (user.role, user.ward) == (Role.CLINICIAN, "ICU")
-        loaded = load_session_user(db, _sid(db, seeded.caregiver))
+        loaded = load_session_user(db, sid(seeded.caregiver))
         assert loaded is not None
         assert loaded.role == Role.CLINICIAN  # the next request already has the new role
         entry = _audit(db)[-1]
@@ -125,12 +118,12 @@ class TestSetUserRole:
 
 
 class TestResetPassword:
-    def test_basic(self, db: Database, seeded: Any) -> None:
-        before = _sid(db, seeded.caregiver)
+    def test_basic(self, db: Database, sid: Any, seeded: Any) -> None:
+        before = sid(seeded.caregiver)
         assert load_session_user(db, before) is not None
         reset_password(db, seeded.admin, seeded.caregiver, NEW_PASSWORD)
         assert load_session_user(db, before) is None  # sessions opened under the old password end
-        after = _sid(db, seeded.caregiver)
+        after = sid(seeded.caregiver)
         assert after != before
         assert load_session_user(db, after) is not None
         throttle = LoginThrottle()
