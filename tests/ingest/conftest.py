@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -161,3 +162,19 @@ def running() -> Callable[..., contextlib.AbstractAsyncContextManager[IngestServ
             await server.stop()
 
     return started
+
+
+async def _until_disconnected(ws: Any) -> list[dict[str, Any]]:
+    """Live messages up to the one that says the device disconnected."""
+    messages = []
+    async for text in ws:
+        messages.append(json.loads(text))
+        if messages[-1]["type"] == "stream" and messages[-1]["state"] == "disconnected":
+            return messages
+    raise AssertionError("the live connection closed early")
+
+
+@pytest.fixture
+def until_disconnected() -> Callable[[Any], Awaitable[list[dict[str, Any]]]]:
+    """``await until_disconnected(ws)``: the ``/live`` messages up to the device's disconnection."""
+    return _until_disconnected

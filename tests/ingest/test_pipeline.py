@@ -100,16 +100,6 @@ async def subscribe(server: IngestServer, patient: int) -> ClientConnection:
     return ws
 
 
-async def until_disconnected(ws: ClientConnection) -> list[dict[str, Any]]:
-    """Live messages up to the one that says the device disconnected."""
-    messages = []
-    async for text in ws:
-        messages.append(json.loads(text))
-        if messages[-1]["type"] == "stream" and messages[-1]["state"] == "disconnected":
-            return messages
-    raise AssertionError("the live connection closed early")
-
-
 class TestPipelineConfig:
     def test_basic(self) -> None:
         config = PipelineConfig()
@@ -278,7 +268,12 @@ class TestShardedAnalysisProcessor:
 
 class TestAnalysisServer:
     def test_replay_beats_reach_live_and_storage(
-        self, sqlite_db: Database, data_dir: Path, classifier: BeatClassifier, run: Any
+        self,
+        sqlite_db: Database,
+        data_dir: Path,
+        classifier: BeatClassifier,
+        run: Any,
+        until_disconnected: Any,
     ) -> None:
         """A real replay of 60 s of record 208 (many V beats) through a server on port 0."""
         token = ensure_replay_devices(sqlite_db, ["208"])["208"]

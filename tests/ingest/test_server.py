@@ -667,19 +667,9 @@ async def live_client(server: IngestServer, request: dict[str, Any]) -> ClientCo
     return ws
 
 
-async def until_disconnected(ws: ClientConnection) -> list[dict[str, Any]]:
-    """Live messages up to the one that says the device disconnected."""
-    messages = []
-    async for text in ws:
-        messages.append(json.loads(text))
-        if messages[-1]["type"] == "stream" and messages[-1]["state"] == "disconnected":
-            return messages
-    raise AssertionError("the live connection closed early")
-
-
 class TestLive:
     def test_patient_and_central_views(
-        self, sqlite_db: Database, data_dir: Path, run: Any, running: Any
+        self, sqlite_db: Database, data_dir: Path, run: Any, running: Any, until_disconnected: Any
     ) -> None:
         """A replay's display trace, vitals and state reach both views, labelled as replay."""
         token = ensure_replay_devices(sqlite_db, ["100"])["100"]
@@ -715,7 +705,13 @@ class TestLive:
         assert [m["type"] for m in central].count("vitals") == len(vitals)
 
     def test_across_processes_via_redis(
-        self, sqlite_db: Database, data_dir: Path, redis_url: str, run: Any, running: Any
+        self,
+        sqlite_db: Database,
+        data_dir: Path,
+        redis_url: str,
+        run: Any,
+        running: Any,
+        until_disconnected: Any,
     ) -> None:
         """A browser on one server sees a device streaming into another, through Redis."""
         token = ensure_replay_devices(sqlite_db, ["208"])["208"]
