@@ -149,11 +149,17 @@ def train(out: Path, grid: bool, grid_epochs: int, **fields: Any) -> None:
     else:
         summary = train_model(config, out=out, progress=True)
         val = summary.get("validation", {})
-        click.echo(
-            f"best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')} "
-            f"in {summary.get('train_seconds', 0.0):.0f} s; validation accuracy "
-            f"{val.get('accuracy', float('nan')):.2f} %, macro F1 {val.get('macro_f1', float('nan')):.2f}"
-        )
+        if val:
+            click.echo(
+                f"best epoch {summary.get('best_epoch')} of {summary.get('epochs_run')} "
+                f"in {summary.get('train_seconds', 0.0):.0f} s; validation accuracy "
+                f"{val.get('accuracy', float('nan')):.2f} %, macro F1 {val.get('macro_f1', float('nan')):.2f}"
+            )
+        else:
+            click.echo(
+                f"refitted for {summary.get('epochs_run')} epochs in "
+                f"{summary.get('train_seconds', 0.0):.0f} s without validation records; last epoch kept"
+            )
         click.echo(f"wrote {out}")
 
 
@@ -710,6 +716,13 @@ def evaluate_denoise_cmd(
 @click.option(
     "--figure", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Confusion PNG."
 )
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="random / cv: runs trained at once, one thread each. Finished runs in --out-dir are reused.",
+)
 def evaluate_model_cmd(
     data_dir: Path | None,
     checkpoint: Path | None,
@@ -720,6 +733,7 @@ def evaluate_model_cmd(
     out_dir: Path,
     json_path: Path,
     figure: Path | None,
+    jobs: int,
 ) -> None:
     """Evaluate beat classification (AAMI N, S, V, F, Q) the EC57 way."""
     from model.evaluation import compare_models, evaluate_model
@@ -739,9 +753,15 @@ def evaluate_model_cmd(
     else:
         config = TrainConfig(data_dir=str(data_dir) if data_dir else "")
         result = compare_models(
-            config, protocol=protocol, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path
+            config, protocol=protocol, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path, jobs=jobs
         )
-    click.echo(json.dumps({k: result[k] for k in ("protocol", "accuracy", "macro_f1") if k in result}))
+    summary: dict[str, Any] = {k: result[k] for k in ("protocol", "accuracy", "macro_f1") if k in result}
+    if "table" in result:
+        summary["table"] = {
+            m: {k: round(row[k], 2) for k in ("accuracy", "macro_f1") if k in row}
+            for m, row in result["table"].items()
+        }
+    click.echo(json.dumps(summary))
     click.echo(f"wrote {json_path}")
 
 

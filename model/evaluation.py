@@ -41,8 +41,10 @@ References
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import tempfile
 from dataclasses import asdict, replace
@@ -52,6 +54,7 @@ from typing import Any
 import numpy as np
 import scipy.stats
 from numpy.typing import NDArray
+from tqdm import tqdm
 
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.data import RecordBeats, inter_patient_split, load_records
@@ -66,6 +69,7 @@ __all__ = [
     "compare_models",
     "early_alarm_report",
     "evaluate_model",
+    "finished_run",
     "markov_transitions",
     "paired_t_tests",
     "plot_confusion",
@@ -338,6 +342,7 @@ def compare_models(
     models: tuple[str, ...] | None = None,
     json_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Train and score CNN+LSTM and the baselines side by side (Tables 3 and 4).
 
@@ -346,20 +351,47 @@ def compare_models(
     fold over ``config.n_folds`` folds, and paired t-tests of CNN+LSTM
     against each baseline per metric (:func:`paired_t_tests`). Epochs are
     capped at ``max_epochs`` (the cap is in the result).
+
+    Each run writes ``out_dir/{model}_{protocol}_fold{k}.pt``. A checkpoint
+    already there whose training *finished* (:func:`finished_run`) with the
+    same settings is scored again instead of retrained, so an interrupted
+    comparison resumes where it stopped. ``jobs > 1`` trains that many runs
+    at once in separate processes of one thread each (the runs are seeded
+    and single-threaded, so the result does not depend on ``jobs``).
     """
     if protocol not in ("random", "cv"):
         raise ValueError(f"`protocol` must be 'random' or 'cv', got {protocol!r}")
+    if jobs < 1:
+        raise ValueError(f"`jobs` must be >= 1, got {jobs}")
     names = models or tuple(list_models())
     folds = range(config.n_folds) if protocol == "cv" else range(1)
+    base = replace(config, threads=1) if jobs > 1 else config
     checkpoints: dict[str, list[Path]] = {m: [] for m in names}
+    todo: list[tuple[TrainConfig, Path]] = []
     for fold in folds:
         for name in names:
             cfg = replace(
-                config, model=name, protocol=protocol, fold=fold, epochs=min(config.epochs, max_epochs)
+                base, model=name, protocol=protocol, fold=fold, epochs=min(config.epochs, max_epochs)
             )
             ckpt_path = out_dir / f"{name}_{protocol}_fold{fold}.pt"
-            train(cfg, out=ckpt_path, progress=progress)
             checkpoints[name].append(ckpt_path)
+            if not finished_run(ckpt_path, cfg):
+                todo.append((cfg, ckpt_path))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if jobs == 1:
+        for cfg, path in todo:
+            train(cfg, out=path, progress=progress)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no torch state forked into the workers
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            running = [pool.submit(train, cfg, out=path, progress=False) for cfg, path in todo]
+            for done in tqdm(
+                concurrent.futures.as_completed(running),
+                total=len(running),
+                desc=f"{protocol} runs",
+                disable=not progress,
+            ):
+                done.result()
     result = summarise_runs(
         checkpoints, protocol=protocol, data_dir=config.data_dir or None, progress=progress
     )
@@ -367,6 +399,33 @@ def compare_models(
     if json_path is not None:
         _write_json(result, json_path)
     return result
+
+
+#: Settings that change how a run executes, not what it learns.
+_EXECUTION_SETTINGS: tuple[str, ...] = ("threads", "device", "data_dir")
+
+
+def finished_run(path: Path, config: TrainConfig) -> bool:
+    """Whether ``path`` holds a run of ``config`` that ran to its end.
+
+    The end is early stopping (``patience`` epochs without improvement) or
+    the last epoch; :func:`model.training.train` also writes the checkpoint
+    at every improvement, and such an interrupted run is not finished.
+    Settings that do not change what is learnt (threads, device, data
+    folder) are not compared.
+    """
+    if not path.is_file():
+        return False
+    ckpt = load_checkpoint(path)
+    wanted = {k: v for k, v in config.to_dict().items() if k not in _EXECUTION_SETTINGS}
+    stored = {k: v for k, v in ckpt.train_config.items() if k not in _EXECUTION_SETTINGS}
+    if stored != wanted:
+        return False
+    run = ckpt.metrics
+    return bool(
+        run.get("epochs_run", 0) >= config.epochs
+        or run.get("epochs_run", 0) - run.get("best_epoch", 0) >= config.patience
+    )
 
 
 def summarise_runs(

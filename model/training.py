@@ -70,6 +70,7 @@ __all__ = [
     "PROTOCOLS",
     "TrainConfig",
     "TrainData",
+    "augment_batch",
     "calibrate_checkpoint",
     "calibrate_class_offsets",
     "grid_search",
@@ -151,6 +152,22 @@ class TrainConfig:
     calibrate : bool
         After training, choose class logit offsets on the validation records
         (:func:`calibrate_class_offsets`) and store them in the checkpoint.
+    lr_patience : int
+        Halve the learning rate after this many epochs without a better
+        validation score (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`);
+        0, the paper's setting, keeps it constant.
+    augment : bool
+        Augment each training batch (:func:`augment_batch`): the intervals of
+        a sequence's RR features scaled by one factor (another heart rate,
+        the same rhythm) and each beat window shifted by a few samples
+        (R-peak jitter of a detector) with a little noise. Off in the paper's
+        setting.
+
+    With no validation records (``validation_records=()``, inter-patient)
+    the network is refitted on every training record for exactly
+    ``epochs`` epochs, with no early stopping, and the checkpoint holds the
+    last epoch: the way to retrain on all of DS1 with an epoch count chosen
+    beforehand on held-out DS1 records.
     """
 
     model: str = "cnn_lstm"
@@ -190,6 +207,8 @@ class TrainConfig:
     max_batches: int = 0
     ema_decay: float = 0.0
     calibrate: bool = False
+    lr_patience: int = 0
+    augment: bool = False
 
     def model_config(self, preprocess: PreprocessConfig) -> ModelConfig:
         """The network configuration these settings imply."""
@@ -294,6 +313,10 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
     """
     if not 0.0 <= config.ema_decay < 1.0:
         raise ValueError(f"`ema_decay` must be in [0, 1), got {config.ema_decay}")
+    if config.lr_patience < 0:
+        raise ValueError(f"`lr_patience` must be >= 0, got {config.lr_patience}")
+    if config.calibrate and not config.validation_records and config.protocol == "inter-patient":
+        raise ValueError("`calibrate` needs validation records to choose the offsets on")
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     _seed_everything(config.seed)
@@ -315,6 +338,13 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
         w_l2=config.l2,
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimiser, mode="max", factor=0.5, patience=config.lr_patience
+        )
+        if config.lr_patience > 0
+        else None
+    )
     averaged = copy.deepcopy(model) if config.ema_decay > 0 else None
     kept = averaged if averaged is not None else model  # the network validated and saved
     rng = np.random.default_rng(config.seed)
@@ -326,10 +356,31 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
         terms = _train_epoch(
             model, data.train, optimiser, loss_cfg, config, rng, device, epoch, progress, averaged
         )
+        if not data.validation:  # a refit: every epoch replaces the last, no early stopping
+            history.append({"epoch": epoch, **terms})
+            if progress:
+                tqdm.write(f"epoch {epoch}: loss {terms['loss']:.4f}")
+            state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
+            best = (float(epoch), epoch, state, {})
+            metrics = _run_metrics(best, history, started, loss_cfg)
+            save_checkpoint(_checkpoint(config, model, pre, data.split, best[2], metrics), out)
+            continue
         val = evaluate_beats(kept, data.validation, data.validation_mask, device=device)
         score = _selection_score(val)
+        if scheduler is not None:
+            scheduler.step(score)
         f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in ("N", "S", "V")}
-        history.append({"epoch": epoch, **terms, "val_score": score, "val_accuracy": val["accuracy"], **f1})
+        history.append(
+            {
+                "epoch": epoch,
+                **terms,
+                "val_score": score,
+                "val_accuracy": val["accuracy"],
+                **f1,
+                "val_confusion": val["confusion"],
+                "lr": optimiser.param_groups[0]["lr"],
+            }
+        )
         if progress:
             per = "  ".join(f"{c} {v:.1f}" for c, v in zip("NSV", f1.values(), strict=True))
             tqdm.write(f"epoch {epoch}: loss {terms['loss']:.4f}  val mean F1(N,S,V) {score:.2f}  ({per})")
@@ -664,7 +715,10 @@ def _train_epoch(
     sums: dict[str, float] = {}
     bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
     for idx in bar:
-        w, r, y, fut = (torch.from_numpy(a).to(device) for a in seqs.batch(idx))
+        arrays = seqs.batch(idx)
+        if config.augment:
+            arrays = (*augment_batch(arrays[0], arrays[1], rng), *arrays[2:])
+        w, r, y, fut = (torch.from_numpy(a).to(device) for a in arrays)
         lead_mask = torch.ones(len(idx), config.n_leads, dtype=torch.bool)
         if config.n_leads > 1:
             lead_mask[:, 1:] = torch.from_numpy(rng.random(len(idx)) >= config.lead_dropout)[:, None]
@@ -679,6 +733,52 @@ def _train_epoch(
             sums[k] = sums.get(k, 0.0) + v
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     return {k: v / max(len(batches), 1) for k, v in sums.items()}
+
+
+def augment_batch(
+    windows: NDArray[np.float32],
+    rr: NDArray[np.float32],
+    rng: np.random.Generator,
+    *,
+    rr_scale: float = 0.25,
+    max_shift: int = 3,
+    noise: float = 0.05,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """A training batch as another patient or a detector might give it.
+
+    Parameters
+    ----------
+    windows : (B, T, L, W) float32
+        Beat windows, each lead z-scored.
+    rr : (B, T, 7) float32
+        RR features, columns :data:`sigproc.beats.RR_FEATURE_NAMES`.
+    rng : numpy Generator
+        The run's random state.
+    rr_scale : float
+        The four intervals of every beat of a sequence are multiplied by one
+        factor ``exp(u)``, ``u ~ U(-rr_scale, rr_scale)``: the same rhythm at
+        another rate. The three ratio columns are unchanged by construction.
+    max_shift : int
+        Each beat window moves by a whole number of samples in
+        ``[-max_shift, max_shift]`` (the edge sample repeated), as an R peak
+        placed by a detector rather than by an annotator would move it.
+    noise : float
+        Standard deviation of white noise added to the windows, in units of
+        the lead's standard deviation.
+
+    Returns
+    -------
+    windows, rr : new arrays of the input shapes and dtype.
+    """
+    b, t, _, width = windows.shape
+    factor = np.exp(rng.uniform(-rr_scale, rr_scale, size=(b, 1, 1))).astype(np.float32)
+    rr = rr.copy()
+    rr[..., :4] *= factor
+    shift = rng.integers(-max_shift, max_shift + 1, size=(b, t, 1, 1))
+    cols = np.clip(np.arange(width)[None, None, None, :] + shift, 0, width - 1)
+    moved = np.take_along_axis(windows, np.broadcast_to(cols, windows.shape), axis=-1)
+    moved = moved + rng.normal(0.0, noise, size=windows.shape).astype(np.float32)
+    return moved.astype(np.float32, copy=False), rr
 
 
 def _pooled_data(split: Split, records: list[RecordBeats], config: TrainConfig) -> TrainData:

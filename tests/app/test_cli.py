@@ -142,6 +142,14 @@ class TestTrainCli:
         assert "best epoch 1 of 1" in result.output
         assert out.stat().st_size > 10_000
 
+    def test_refit_on_every_record(self, data_dir: Path, tmp_path: Path) -> None:
+        out = tmp_path / "refit.pt"
+        args = ["train", "--records", "101,106", "--validation-records", "", "--epochs", "2", "--augment"]
+        args += ["--max-batches", "2", "--threads", "1", "--data-dir", str(data_dir), "--out", str(out)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "refitted for 2 epochs" in result.output
+
     def test_exceptions(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exc:
             main(["train", "--validation-records", "100", "--epochs", "1", "--out", str(tmp_path / "x.pt")])

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from model.data import RecordBeats
+from model.checkpoint import Checkpoint, save_checkpoint
+from model.cnn_lstm import ModelConfig
+from model.data import PreprocessConfig, RecordBeats, random_split
 from model.evaluation import (
+    compare_models,
     early_alarm_report,
+    finished_run,
     markov_transitions,
     paired_t_tests,
     plot_confusion,
     result_from_confusion,
 )
+from model.registry import get_model
+from model.training import TrainConfig
 
 
 def _rec(labels: list[int]) -> RecordBeats:
@@ -72,3 +79,88 @@ class TestResultShape:
         assert res["macro_f1"] == pytest.approx(100.0)
         assert set(res["classes"]["S"]) == {"se", "ppv", "f1", "support"}
         assert plot_confusion(cm, tmp_path / "cm.png", title="t").stat().st_size > 1000
+
+
+def _saved_run(
+    path: Path, config: TrainConfig, tiny: ModelConfig, *, epochs_run: int, best_epoch: int
+) -> Path:
+    pre = PreprocessConfig(fs=tiny.fs, window_s=tiny.n_window / tiny.fs)
+    net = get_model("cnn_lstm", tiny)
+    metrics = {"epochs_run": epochs_run, "best_epoch": best_epoch}
+    ckpt = Checkpoint(
+        "cnn_lstm",
+        tiny,
+        pre,
+        net.state_dict(),
+        random_split(),
+        metrics=metrics,
+        train_config=config.to_dict(),
+    )
+    return save_checkpoint(ckpt, path)
+
+
+class TestFinishedRun:
+    def test_basic(self, tiny_config: ModelConfig, tmp_path: Path) -> None:
+        cfg = TrainConfig(protocol="random", epochs=20, patience=5)
+        # Stopped early: 5 epochs without improvement after the best one.
+        assert finished_run(_saved_run(tmp_path / "a.pt", cfg, tiny_config, epochs_run=12, best_epoch=7), cfg)
+        # Ran to the last epoch, still improving.
+        assert finished_run(
+            _saved_run(tmp_path / "b.pt", cfg, tiny_config, epochs_run=20, best_epoch=20), cfg
+        )
+        # Execution settings do not matter.
+        assert finished_run(tmp_path / "a.pt", replace(cfg, threads=1, device="cpu", data_dir="/x"))
+
+    def test_edge_cases(self, tiny_config: ModelConfig, tmp_path: Path) -> None:
+        cfg = TrainConfig(protocol="random", epochs=20, patience=5)
+        assert not finished_run(tmp_path / "none.pt", cfg)
+        # Written at an improvement, then interrupted.
+        path = _saved_run(tmp_path / "a.pt", cfg, tiny_config, epochs_run=8, best_epoch=8)
+        assert not finished_run(path, cfg)
+        # Finished, but with other settings than asked for.
+        path = _saved_run(tmp_path / "b.pt", cfg, tiny_config, epochs_run=12, best_epoch=7)
+        assert not finished_run(path, replace(cfg, lr=1e-2))
+        assert not finished_run(path, replace(cfg, epochs=30))
+
+
+@pytest.mark.data
+@pytest.mark.slow
+class TestCompareModels:
+    def test_parallel_and_resume(self, data_dir: Path, tmp_path: Path) -> None:
+        cfg = TrainConfig(
+            records=("101", "106"),
+            n_folds=2,
+            epochs=1,
+            max_batches=2,
+            batch_size=16,
+            hidden=8,
+            branch_channels=3,
+            conv_channels=8,
+            seq_len=8,
+            data_dir=str(data_dir),
+        )
+        kw = {"protocol": "cv", "out_dir": tmp_path, "max_epochs": 1, "models": ("cnn_lstm", "lstm")}
+        first = compare_models(cfg, jobs=2, progress=False, **kw)
+        paths = sorted(tmp_path.glob("*.pt"))
+        assert [p.name for p in paths] == [
+            "cnn_lstm_cv_fold0.pt",
+            "cnn_lstm_cv_fold1.pt",
+            "lstm_cv_fold0.pt",
+            "lstm_cv_fold1.pt",
+        ]
+        assert set(first["t_tests"]) == {"lstm"}
+        stamps = [p.stat().st_mtime_ns for p in paths]
+        # Finished runs are reused, not retrained; the scores are the same.
+        again = compare_models(cfg, jobs=1, progress=False, **kw)
+        assert [p.stat().st_mtime_ns for p in paths] == stamps
+        assert again["table"] == first["table"]
+        # Runs of other settings are trained again.
+        changed = compare_models(replace(cfg, lr=2e-3), jobs=1, progress=False, **kw)
+        assert all(p.stat().st_mtime_ns != s for p, s in zip(paths, stamps, strict=True))
+        assert changed["table"] != first["table"]
+
+    def test_exceptions(self, tmp_path: Path) -> None:
+        with pytest.raises(ValueError, match="`jobs` must be >= 1"):
+            compare_models(TrainConfig(), protocol="cv", out_dir=tmp_path, max_epochs=1, jobs=0)
+        with pytest.raises(ValueError, match="`protocol` must be 'random' or 'cv'"):
+            compare_models(TrainConfig(), protocol="x", out_dir=tmp_path, max_epochs=1)

@@ -18,6 +18,7 @@ from model.training import (
     TrainConfig,
     _search_offsets,
     _update_average,
+    augment_batch,
     calibrate_class_offsets,
     select_device,
     train,
@@ -52,6 +53,37 @@ class TestTrain:
         assert ckpt.metrics["epochs_run"] == 3
         assert "confusion" in ckpt.metrics["validation"]
 
+    def test_refit_without_validation(self, data_dir: Path, tmp_path: Path) -> None:
+        """No validation records: exactly ``epochs`` epochs, the last one kept, augmentation on."""
+        cfg = TrainConfig(
+            **{**TINY.__dict__, "data_dir": str(data_dir), "validation_records": (), "patience": 1}
+        )
+        res = train(replace(cfg, augment=True), out=tmp_path / "m.pt", progress=False)
+        assert (res["epochs_run"], res["best_epoch"]) == (3, 3)  # patience 1 stops nothing
+        assert all("val_score" not in h for h in res["history"])
+        ckpt = load_checkpoint(tmp_path / "m.pt")
+        assert ckpt.split.validation == ()
+        assert ckpt.train_config["augment"] is True
+        with pytest.raises(ValueError, match="`calibrate` needs validation records"):
+            train(replace(cfg, calibrate=True), out=tmp_path / "c.pt", progress=False)
+
+    def test_lr_halves_on_plateau(self, data_dir: Path, tmp_path: Path) -> None:
+        cfg = TrainConfig(**{**TINY.__dict__, "data_dir": str(data_dir), "epochs": 5, "lr_patience": 1})
+        history = train(cfg, out=tmp_path / "m.pt", progress=False)["history"]
+        # The rule of ReduceLROnPlateau (mode max, relative threshold 1e-4):
+        # halve after more than `lr_patience` epochs in a row without a better score.
+        lr, best, bad = cfg.lr, -np.inf, 0
+        for h in history:
+            if h["val_score"] > best * (1 + 1e-4) if best > 0 else h["val_score"] > best:
+                best, bad = h["val_score"], 0
+            else:
+                bad += 1
+            if bad > cfg.lr_patience:
+                lr, bad = lr / 2, 0
+            assert h["lr"] == pytest.approx(lr)
+        with pytest.raises(ValueError, match="`lr_patience` must be >= 0"):
+            train(replace(cfg, lr_patience=-1), out=tmp_path / "x.pt", progress=False)
+
     def test_deterministic(self, data_dir: Path, tmp_path: Path) -> None:
         cfg = TrainConfig(**{**TINY.__dict__, "data_dir": str(data_dir), "epochs": 1, "max_batches": 3})
         train(cfg, out=tmp_path / "a.pt", progress=False)
@@ -77,6 +109,39 @@ class TestTrainConfig:
             select_device("tpu")
         with pytest.raises(ValueError, match=r"`ema_decay` must be in \[0, 1\), got 1.0"):
             train(TrainConfig(ema_decay=1.0), out=tmp_path / "x.pt", progress=False)
+
+
+class TestAugmentBatch:
+    def test_basic(self) -> None:
+        rng = np.random.default_rng(0)
+        w = rng.normal(size=(4, 5, 2, 30)).astype(np.float32)
+        rr = rng.uniform(0.5, 1.5, size=(4, 5, 7)).astype(np.float32)
+        w2, rr2 = augment_batch(w, rr, np.random.default_rng(1), max_shift=2, noise=0.0)
+        assert w2.shape == w.shape
+        assert rr2.shape == rr.shape
+        assert w2.dtype == rr2.dtype == np.float32
+        # One factor per sequence on the four intervals; the ratios are untouched.
+        factor = rr2[..., :4] / rr[..., :4]
+        assert np.allclose(factor, factor[:, :1, :1], rtol=1e-5)
+        assert np.all((factor > np.exp(-0.25) - 1e-6) & (factor < np.exp(0.25) + 1e-6))
+        np.testing.assert_array_equal(rr2[..., 4:], rr[..., 4:])
+        # Every window is its own shift by at most two samples, both leads alike.
+        for b in range(4):
+            for t in range(5):
+                match = [
+                    k
+                    for k in range(-2, 3)
+                    if np.array_equal(w2[b, t], w[b, t][:, np.clip(np.arange(30) + k, 0, 29)])
+                ]
+                assert match, (b, t)
+        # The inputs are not modified.
+        assert not np.shares_memory(rr2, rr)
+
+    def test_noise(self) -> None:
+        w = np.zeros((64, 8, 1, 50), dtype=np.float32)
+        rr = np.ones((64, 8, 7), dtype=np.float32)
+        w2, _ = augment_batch(w, rr, np.random.default_rng(0), noise=0.05)
+        assert abs(float(w2.std()) - 0.05) < 0.002
 
 
 class TestWeightAverage:
