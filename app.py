@@ -717,6 +717,13 @@ def evaluate_denoise_cmd(
     "--figure", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Confusion PNG."
 )
 @click.option(
+    "--peaks",
+    type=click.Choice(["reference", "detector"]),
+    default="reference",
+    show_default=True,
+    help="inter-patient: beats at the reference annotations, or end to end at the detector's R peaks.",
+)
+@click.option(
     "--jobs",
     default=1,
     show_default=True,
@@ -733,6 +740,7 @@ def evaluate_model_cmd(
     out_dir: Path,
     json_path: Path,
     figure: Path | None,
+    peaks: str,
     jobs: int,
 ) -> None:
     """Evaluate beat classification (AAMI N, S, V, F, Q) the EC57 way."""
@@ -749,6 +757,7 @@ def evaluate_model_cmd(
             json_path=json_path,
             figure_path=figure,
             device_fs=device_fs,
+            peaks=peaks,
         )
     else:
         config = TrainConfig(data_dir=str(data_dir) if data_dir else "")

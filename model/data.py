@@ -41,7 +41,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 
 from sigproc.beats import RR_FEATURE_NAMES, beat_windows, rr_features
 from sigproc.filters import FilterSpec, StreamingFilter
+from sigproc.peaks import detect_r_peaks
 from sigproc.records import (
     AAMI_CLASSES,
     AAMI_MAP,
@@ -61,11 +62,14 @@ from sigproc.records import (
     cache_dir,
     load_record,
 )
+from sigproc.scoring import match_beats
 
 __all__ = [
     "CAUSAL_RR_COLUMNS",
     "DEFAULT_VALIDATION_RECORDS",
+    "FALSE_DETECTION",
     "NON_PACED_RECORDS",
+    "PEAK_SOURCES",
     "BeatSequences",
     "PreprocessConfig",
     "RecordBeats",
@@ -153,6 +157,13 @@ class PreprocessConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+#: Where beats can be located: the reference annotations or the project's detector.
+PEAK_SOURCES: tuple[str, ...] = ("reference", "detector")
+
+#: Label of a detected beat that matches no reference beat (a false detection).
+FALSE_DETECTION = -2
+
+
 @dataclass(frozen=True)
 class RecordBeats:
     """Every reference beat of one record, preprocessed.
@@ -170,6 +181,11 @@ class RecordBeats:
         without an AAMI class.
     r_peaks : ndarray of int64, shape (N,)
         R-peak sample indices at the record's own rate.
+    missed : ndarray of int64, shape (5,)
+        Beats located by the detector (``peaks="detector"``): reference
+        beats of each AAMI class that no detection matched. Detections that
+        match no reference beat have the label :data:`FALSE_DETECTION`.
+        All zero for beats at the reference annotations.
     """
 
     record: str
@@ -177,6 +193,7 @@ class RecordBeats:
     rr: NDArray[np.float32]
     labels: NDArray[np.int64]
     r_peaks: NDArray[np.int64]
+    missed: NDArray[np.int64] = field(default_factory=lambda: np.zeros(len(AAMI_CLASSES), dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.labels.size)
@@ -323,6 +340,7 @@ def load_record_beats(
     data_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     device_fs: float | None = None,
+    peaks: str = "reference",
 ) -> RecordBeats:
     """Preprocess one MIT-BIH record into beats (cached under :func:`beats_cache_dir`).
 
@@ -340,42 +358,71 @@ def load_record_beats(
         Simulate a device at this rate (e.g. 250 or 500 Hz): the record is
         resampled to it first, then filtered and cut at that rate, and the
         windows resampled to the model's rate as the inference API does.
+    peaks : {"reference", "detector"}
+        Where the beats are: at the reference annotations (the usual
+        practice of the inter-patient literature), or where the project's
+        R-peak detector (:func:`sigproc.peaks.detect_r_peaks` on the
+        leads of ``config``, as the live pipeline runs it) puts them. Detected beats take the class
+        of the reference beat they match within 150 ms (EC57); the rest get
+        :data:`FALSE_DETECTION`, and unmatched reference beats are counted
+        per class in ``missed``. RR features come from the detections.
 
     Returns
     -------
     RecordBeats
         ``r_peaks`` are at the record's own rate (or ``device_fs``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``peaks``, or a record without reference annotations.
     """
+    if peaks not in PEAK_SOURCES:
+        raise ValueError(f"`peaks` must be one of {PEAK_SOURCES}, got {peaks!r}")
     cfg = config or PreprocessConfig()
-    suffix = "" if device_fs is None else f"@{device_fs:g}Hz"
+    suffix = ("" if device_fs is None else f"@{device_fs:g}Hz") + (
+        "" if peaks == "reference" else "+detector"
+    )
     path = beats_cache_dir() / cfg.key() / f"{record}{suffix}.npz"
     if use_cache and path.exists():
         with np.load(path) as z:
-            return RecordBeats(record, z["windows"], z["rr"], z["labels"], z["r_peaks"])
+            missed = z["missed"] if "missed" in z.files else np.zeros(len(AAMI_CLASSES), dtype=np.int64)
+            return RecordBeats(record, z["windows"], z["rr"], z["labels"], z["r_peaks"], missed)
     rec = load_record(record, data_dir=data_dir)
     if rec.annotations is None:
         raise ValueError(f"record {record} has no reference annotations")
     signal = _lead_order(rec.signal, rec.leads)[:, : cfg.n_leads]  # (n, L)
     ann = rec.annotations.beats()
-    peaks, fs = ann.sample, rec.fs
+    at, fs = ann.sample, rec.fs
     if device_fs is not None and device_fs != rec.fs:
         ratio = Fraction(device_fs / rec.fs).limit_denominator(1000)
         signal = scipy.signal.resample_poly(signal, ratio.numerator, ratio.denominator, axis=0)
-        peaks = np.minimum(np.round(peaks * device_fs / rec.fs).astype(np.int64), len(signal) - 1)
+        at = np.minimum(np.round(at * device_fs / rec.fs).astype(np.int64), len(signal) - 1)
         fs = float(device_fs)
     filtered = StreamingFilter.from_spec(cfg.filter_spec(), fs, n_leads=signal.shape[1]).process(signal)
     labels = np.array(
         [AAMI_CLASSES.index(AAMI_MAP[str(s)]) if str(s) in AAMI_MAP else -1 for s in ann.symbol],
         dtype=np.int64,
     )
-    bw = beat_windows(filtered, peaks, fs, window_s=cfg.window_s, pre_fraction=cfg.pre_fraction)
+    missed = np.zeros(len(AAMI_CLASSES), dtype=np.int64)
+    if peaks == "detector":
+        detected = detect_r_peaks(signal, fs)  # the leads given, as the live pipeline does
+        match = match_beats(at, detected, fs)
+        det_labels = np.full(detected.size, FALSE_DETECTION, dtype=np.int64)
+        det_labels[match.pairs[:, 1]] = labels[match.pairs[:, 0]]
+        unmatched = np.ones(at.size, dtype=bool)
+        unmatched[match.pairs[:, 0]] = False
+        lost = labels[unmatched]
+        missed = np.bincount(lost[lost >= 0], minlength=len(AAMI_CLASSES)).astype(np.int64)
+        at, labels = detected, det_labels
+    bw = beat_windows(filtered, at, fs, window_s=cfg.window_s, pre_fraction=cfg.pre_fraction)
     windows = normalise_windows(resample_windows(bw.windows, fs, cfg.fs, cfg.n_window))  # (N, L, W)
-    rr = rr_features(peaks, fs, local_beats=cfg.rr_local_beats, mean_beats=cfg.rr_mean_beats)
-    out = RecordBeats(record, windows, rr.astype(np.float32), labels, peaks.astype(np.int64))
+    rr = rr_features(at, fs, local_beats=cfg.rr_local_beats, mean_beats=cfg.rr_mean_beats)
+    out = RecordBeats(record, windows, rr.astype(np.float32), labels, at.astype(np.int64), missed)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, windows=out.windows, rr=out.rr, labels=out.labels, r_peaks=out.r_peaks)
+        np.savez(tmp, windows=out.windows, rr=out.rr, labels=out.labels, r_peaks=out.r_peaks, missed=missed)
         os.replace(tmp, path)
     return out
 
@@ -386,9 +433,12 @@ def load_records(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     device_fs: float | None = None,
+    peaks: str = "reference",
 ) -> list[RecordBeats]:
     """:func:`load_record_beats` for several records, in order."""
-    return [load_record_beats(r, config, data_dir=data_dir, device_fs=device_fs) for r in records]
+    return [
+        load_record_beats(r, config, data_dir=data_dir, device_fs=device_fs, peaks=peaks) for r in records
+    ]
 
 
 class BeatSequences:

@@ -53,11 +53,12 @@ from typing import Any
 
 import numpy as np
 import scipy.stats
+import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
 from model.checkpoint import Checkpoint, load_checkpoint
-from model.data import RecordBeats, inter_patient_split, load_records
+from model.data import FALSE_DETECTION, PEAK_SOURCES, RecordBeats, inter_patient_split, load_records
 from model.inference import SHIPPED_WEIGHTS
 from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_metrics
 from model.registry import list_models
@@ -190,9 +191,10 @@ def plot_confusion(
     fig = Figure(figsize=(5.2, 4.4), dpi=120)
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    n = len(AAMI_CLASSES)
-    ax.set_xticks(range(n), AAMI_CLASSES)
-    ax.set_yticks(range(n), AAMI_CLASSES)
+    n = cm.shape[0]
+    labels = [*AAMI_CLASSES, "none"][:n]  # "none": false detections (row), missed beats (column)
+    ax.set_xticks(range(n), labels)
+    ax.set_yticks(range(n), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
     ax.set_title(title, fontsize=9)
@@ -225,6 +227,7 @@ def evaluate_model(
     figure_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
     device_fs: float | None = None,
+    peaks: str = "reference",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the test set of ``protocol``.
 
@@ -253,6 +256,15 @@ def evaluate_model(
         the test records are resampled to it, filtered and cut there, and
         the windows resampled to the model's rate. The result says so
         (``device_fs``, ``notes``).
+    peaks : {"reference", "detector"}
+        Inter-patient only: classify beats at the reference annotations, or
+        end to end at the R peaks the project's detector finds, as the live
+        pipeline does (:func:`model.data.load_record_beats`). Then
+        ``confusion`` is 6x6: a last row of false detections (by predicted
+        class) and a last column of reference beats no detection matched,
+        so Se counts missed beats and +P counts false detections; the EC57
+        gross FP leave false detections out, and ``detection`` has the
+        detector's own counts.
 
     Returns
     -------
@@ -281,7 +293,11 @@ def evaluate_model(
     model = ckpt.build()
     if device_fs is not None and protocol != "inter-patient":
         raise ValueError("`device_fs` is only supported for the inter-patient protocol")
-    test, masks, train_recs = _test_data(ckpt, protocol, data_dir, device_fs)
+    if peaks not in PEAK_SOURCES:
+        raise ValueError(f"`peaks` must be one of {PEAK_SOURCES}, got {peaks!r}")
+    if peaks != "reference" and protocol != "inter-patient":
+        raise ValueError("`peaks='detector'` is only supported for the inter-patient protocol")
+    test, masks, train_recs = _test_data(ckpt, protocol, data_dir, device_fs, peaks)
     lead_counts = [leads] if leads is not None else sorted({n_model, 1}, reverse=True)
     by_leads: dict[str, Any] = {}
     for n in lead_counts:
@@ -292,7 +308,12 @@ def evaluate_model(
             truths = [t[m] for t, m in zip(truths, masks, strict=True)]
             preds = [p[m] for p, m in zip(preds, masks, strict=True)]
         cm = confusion_matrix(np.concatenate(truths), np.concatenate(preds))
+        detection: dict[str, Any] | None = None
+        if peaks == "detector":
+            cm, detection = _with_detection_errors(cm, test, truths, preds)
         res = result_from_confusion(protocol, cm, macro_over=SCORED_CLASSES)
+        if detection is not None:
+            res["detection"] = detection
         if masks is None:  # early alarm needs whole beat sequences: inter-patient only
             res["early_alarm"] = early_alarm_report(
                 [t.copy() for t in truths],
@@ -309,7 +330,16 @@ def evaluate_model(
             "by_leads": {
                 k: {
                     kk: v[kk]
-                    for kk in ("accuracy", "macro_f1", "classes", "gross", "confusion", "early_alarm")
+                    for kk in (
+                        "accuracy",
+                        "macro_f1",
+                        "classes",
+                        "gross",
+                        "confusion",
+                        "early_alarm",
+                        "detection",
+                    )
+                    if kk in v
                 }
                 for k, v in by_leads.items()
             },
@@ -320,12 +350,15 @@ def evaluate_model(
             "n_beats": int(np.asarray(result["confusion"]).sum()),
             "preprocess": asdict(ckpt.preprocess),
             "device_fs": device_fs,
-            "notes": _notes(protocol, ckpt.preprocess.fs, device_fs),
+            "peaks": peaks,
+            "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks),
         }
     )
     if figure_path is not None:
         plot_confusion(
-            result["confusion"], figure_path, title=f"{ckpt.model_name} {protocol}, {lead_counts[0]} lead(s)"
+            result["confusion"],
+            figure_path,
+            title=f"{ckpt.model_name} {protocol}, {lead_counts[0]} lead(s), beats at {peaks} peaks",
         )
         result["figure"] = str(figure_path)
     if json_path is not None:
@@ -393,7 +426,7 @@ def compare_models(
             ):
                 done.result()
     result = summarise_runs(
-        checkpoints, protocol=protocol, data_dir=config.data_dir or None, progress=progress
+        checkpoints, protocol=protocol, data_dir=config.data_dir or None, progress=progress, jobs=jobs
     )
     result["max_epochs"] = max_epochs
     if json_path is not None:
@@ -434,34 +467,58 @@ def summarise_runs(
     protocol: str,
     data_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Score trained checkpoints (per model, one per fold) into Table 3 / Table 4 form.
 
+    ``jobs > 1`` scores that many checkpoints at once, one thread each.
+
     Returns ``{"protocol", "table": {model: mean metrics}, "runs": {model:
     [per-fold metrics]}, "t_tests"}``; ``t_tests`` (CNN+LSTM against each
-    other model) only with two or more folds.
+    other model) only with two or more folds. Each run has the summary
+    metrics, ``macro_f1``, the F1 of each scored class (``f1_N``...),
+    ``epochs_run`` and ``train_seconds``.
     """
-    runs: dict[str, list[dict[str, Any]]] = {}
-    for name, paths in checkpoints.items():
-        runs[name] = []
-        for path in paths:
-            res = evaluate_model(path, protocol=protocol, data_dir=data_dir, leads=None, progress=progress)
-            meta = load_checkpoint(path).metrics
-            runs[name].append(
-                {
-                    **res["summary"],
-                    "macro_f1": res["macro_f1"],
-                    "epochs_run": meta["epochs_run"],
-                    "train_seconds": meta["train_seconds"],
-                }
-            )
-    table = {m: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for m, rs in runs.items()}
+    flat = [(name, path) for name, paths in checkpoints.items() for path in paths]
+    if jobs > 1:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(_score_run, path, protocol, data_dir, threads=1) for _, path in flat]
+            scored = [f.result() for f in futures]
+    else:
+        scored = [_score_run(path, protocol, data_dir, progress=progress) for _, path in flat]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in checkpoints}
+    for (name, _), row in zip(flat, scored, strict=True):
+        runs[name].append(row)
+    table = {m: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for m, rs in runs.items() if rs}
     result: dict[str, Any] = {"protocol": protocol, "table": table, "runs": runs}
     if "cnn_lstm" in runs and len(runs["cnn_lstm"]) >= 2:
         result["t_tests"] = {
             base: paired_t_tests(runs["cnn_lstm"], runs[base]) for base in runs if base != "cnn_lstm"
         }
     return result
+
+
+def _score_run(
+    path: Path,
+    protocol: str,
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    progress: bool = False,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """One row of :func:`summarise_runs`."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    res = evaluate_model(path, protocol=protocol, data_dir=data_dir, leads=None, progress=progress)
+    meta = load_checkpoint(path).metrics
+    return {
+        **res["summary"],
+        "macro_f1": res["macro_f1"],
+        **{f"f1_{c}": float(np.nan_to_num(res["classes"][c]["f1"])) for c in SCORED_CLASSES},
+        "epochs_run": meta["epochs_run"],
+        "train_seconds": meta["train_seconds"],
+    }
 
 
 def paired_t_tests(
@@ -490,13 +547,16 @@ def paired_t_tests(
 # Internals -------------------------------------------------------------------
 
 
-def _notes(protocol: str, model_fs: float, device_fs: float | None) -> list[str]:
+def _notes(protocol: str, model_fs: float, device_fs: float | None, peaks: str = "reference") -> list[str]:
     source = (
         f"{device_fs:g} Hz (records resampled from 360 Hz to simulate the device)" if device_fs else "360 Hz"
     )
     notes = [
         f"Beat windows were cut at {source} and resampled to the model's {model_fs:g} Hz.",
-        "Beats are located by the reference annotations (R peaks), not by the detector.",
+        "Beats are located by the reference annotations (R peaks), not by the detector."
+        if peaks == "reference"
+        else "Beats are located by the project's R-peak detector and matched to the reference within "
+        "150 ms; missed beats and false detections count against Se and +P.",
         "Paced records 102, 104, 107, 217 are excluded.",
         "Rates are percentages; null means an empty denominator.",
     ]
@@ -505,13 +565,43 @@ def _notes(protocol: str, model_fs: float, device_fs: float | None) -> list[str]
     return notes
 
 
+def _with_detection_errors(
+    cm: NDArray[np.int64],
+    test: list[RecordBeats],
+    truths: list[NDArray[np.int64]],
+    preds: list[NDArray[np.int64]],
+) -> tuple[NDArray[np.int64], dict[str, Any]]:
+    """The 5x5 matrix of matched beats grown by a false-detection row and a missed-beat column."""
+    k = len(AAMI_CLASSES)
+    t, p = np.concatenate(truths), np.concatenate(preds)
+    false = np.bincount(p[t == FALSE_DETECTION], minlength=k)
+    missed = np.sum([r.missed for r in test], axis=0).astype(np.int64)
+    out = np.zeros((k + 1, k + 1), dtype=np.int64)
+    out[:k, :k], out[k, :k], out[:k, k] = cm, false, missed
+    n_ref, n_det = int(cm.sum() + missed.sum()), int(cm.sum() + false.sum())
+    tp = int(cm.sum())
+    detection = {
+        "matched": tp,
+        "missed": int(missed.sum()),
+        "false": int(false.sum()),
+        "se": 100.0 * tp / n_ref if n_ref else float("nan"),
+        "ppv": 100.0 * tp / n_det if n_det else float("nan"),
+        "labels": [*AAMI_CLASSES, "none"],
+    }
+    return out, detection
+
+
 def _test_data(
-    ckpt: Checkpoint, protocol: str, data_dir: str | os.PathLike[str] | None, device_fs: float | None = None
+    ckpt: Checkpoint,
+    protocol: str,
+    data_dir: str | os.PathLike[str] | None,
+    device_fs: float | None = None,
+    peaks: str = "reference",
 ) -> tuple[list[RecordBeats], list[NDArray[np.bool_]] | None, list[RecordBeats]]:
     pre = ckpt.preprocess
     if protocol == "inter-patient":
         records = ckpt.split.test if ckpt.split.protocol == "inter-patient" else inter_patient_split().test
-        test = load_records(records, pre, data_dir=data_dir, device_fs=device_fs)
+        test = load_records(records, pre, data_dir=data_dir, device_fs=device_fs, peaks=peaks)
         train_recs = load_records(ckpt.split.train, pre, data_dir=data_dir)
         return test, None, train_recs
     cfg = TrainConfig(**{**_train_config_kwargs(ckpt), "data_dir": str(data_dir or "")})

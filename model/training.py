@@ -417,6 +417,8 @@ def grid_search(config: TrainConfig, *, out_csv: Path, max_epochs: int) -> list[
     """
     if max_epochs < 1:
         raise ValueError(f"`max_epochs` must be >= 1, got {max_epochs}")
+    if config.protocol == "inter-patient" and not config.validation_records:
+        raise ValueError("the grid is scored on validation records; `validation_records` is empty")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for lr, bs, dr in itertools.product(GRID["lr"], GRID["batch_size"], GRID["dropout"]):

@@ -9,6 +9,7 @@ import pytest
 
 from model.data import (
     CAUSAL_RR_COLUMNS,
+    FALSE_DETECTION,
     BeatSequences,
     PreprocessConfig,
     RecordBeats,
@@ -119,3 +120,26 @@ class TestLoadRecordBeats:
         assert dev.windows.shape == native.windows.shape
         assert np.abs(dev.r_peaks - np.round(native.r_peaks * 250 / 360)).max() <= 1
         assert np.corrcoef(dev.windows[100:110, 0].ravel(), native.windows[100:110, 0].ravel())[0, 1] > 0.95
+
+    def test_detector_peaks(self, data_dir: Path) -> None:
+        """Beats where the detector puts them, labelled by the reference beat they match."""
+        cfg = PreprocessConfig()
+        ref = load_record_beats("119", cfg, data_dir=data_dir, use_cache=False)
+        det = load_record_beats("119", cfg, data_dir=data_dir, use_cache=False, peaks="detector")
+        n_false = int((det.labels == FALSE_DETECTION).sum())
+        # Every reference beat is either matched (once) or counted as missed, per class.
+        matched = np.bincount(det.labels[det.labels >= 0], minlength=5)
+        assert (matched + det.missed).tolist() == np.bincount(
+            ref.labels[ref.labels >= 0], minlength=5
+        ).tolist()
+        # Record 119 (bigeminy, 444 V beats) is an easy one for the detector.
+        assert det.missed.sum() + n_false < 0.01 * len(ref)
+        assert matched[2] > 400
+        # The windows and RR features are those of the detections.
+        assert det.rr.shape == (len(det), 7)
+        assert not np.array_equal(det.r_peaks, ref.r_peaks[: len(det)])
+        np.testing.assert_array_equal(ref.missed, np.zeros(5))
+
+    def test_exceptions(self, data_dir: Path) -> None:
+        with pytest.raises(ValueError, match="`peaks` must be one of"):
+            load_record_beats("100", data_dir=data_dir, use_cache=False, peaks="annotations")

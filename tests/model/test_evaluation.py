@@ -13,8 +13,10 @@ from model.checkpoint import Checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
 from model.data import PreprocessConfig, RecordBeats, random_split
 from model.evaluation import (
+    _with_detection_errors,
     compare_models,
     early_alarm_report,
+    evaluate_model,
     finished_run,
     markov_transitions,
     paired_t_tests,
@@ -149,6 +151,9 @@ class TestCompareModels:
             "lstm_cv_fold1.pt",
         ]
         assert set(first["t_tests"]) == {"lstm"}
+        assert {"accuracy", "macro_f1", "f1_N", "f1_S", "f1_V", "f1_F", "epochs_run"} <= set(
+            first["table"]["lstm"]
+        )
         stamps = [p.stat().st_mtime_ns for p in paths]
         # Finished runs are reused, not retrained; the scores are the same.
         again = compare_models(cfg, jobs=1, progress=False, **kw)
@@ -164,3 +169,30 @@ class TestCompareModels:
             compare_models(TrainConfig(), protocol="cv", out_dir=tmp_path, max_epochs=1, jobs=0)
         with pytest.raises(ValueError, match="`protocol` must be 'random' or 'cv'"):
             compare_models(TrainConfig(), protocol="x", out_dir=tmp_path, max_epochs=1)
+
+
+class TestDetectionErrors:
+    def test_basic(self) -> None:
+        """Missed beats lower Se, false detections lower +P, both lower accuracy."""
+        z = np.zeros((3, 1, 2), dtype=np.float32)
+        rec = RecordBeats("x", z, np.zeros((3, 7), dtype=np.float32), np.array([0, 2, -2]), np.arange(3))
+        rec = replace(rec, missed=np.array([1, 0, 1, 0, 0]))
+        truths, preds = [np.array([0, 2, -2])], [np.array([0, 2, 2])]
+        cm = np.zeros((5, 5), dtype=np.int64)
+        cm[0, 0] = cm[2, 2] = 1
+        full, det = _with_detection_errors(cm, [rec], truths, preds)
+        assert full.shape == (6, 6)
+        assert full[5].tolist() == [0, 0, 1, 0, 0, 0]  # the false detection, called V
+        assert full[:, 5].tolist() == [1, 0, 1, 0, 0, 0]  # one N and one V never detected
+        res = result_from_confusion("inter-patient", full)
+        assert res["classes"]["V"]["se"] == pytest.approx(50.0)  # 1 of 2 V beats
+        assert res["classes"]["V"]["ppv"] == pytest.approx(50.0)  # 1 of 2 V calls
+        assert res["accuracy"] == pytest.approx(100.0 * 2 / 5)
+        assert res["gross"]["VEB"]["fn"] == 1
+        assert (det["matched"], det["missed"], det["false"]) == (2, 2, 1)
+        assert det["se"] == pytest.approx(50.0)
+        assert det["ppv"] == pytest.approx(100.0 * 2 / 3)
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(ValueError, match="`peaks` must be one of"):
+            evaluate_model(None, protocol="inter-patient", peaks="annotations")

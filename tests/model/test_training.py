@@ -20,6 +20,7 @@ from model.training import (
     _update_average,
     augment_batch,
     calibrate_class_offsets,
+    grid_search,
     select_device,
     train,
 )
@@ -83,6 +84,26 @@ class TestTrain:
             assert h["lr"] == pytest.approx(lr)
         with pytest.raises(ValueError, match="`lr_patience` must be >= 0"):
             train(replace(cfg, lr_patience=-1), out=tmp_path / "x.pt", progress=False)
+
+    def test_grid_search(self, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The grid's table: one row per setting, best validation score first, the epoch cap recorded."""
+        import csv
+
+        import model.training as training
+
+        monkeypatch.setattr(training, "GRID", {"lr": (1e-3, 3e-3), "batch_size": (16,), "dropout": (0.2,)})
+        cfg = TrainConfig(**{**TINY.__dict__, "data_dir": str(data_dir), "max_batches": 2})
+        rows = grid_search(cfg, out_csv=tmp_path / "grid.csv", max_epochs=1)
+        assert sorted(r["lr"] for r in rows) == [1e-3, 3e-3]
+        assert [r["val_score"] for r in rows] == sorted((r["val_score"] for r in rows), reverse=True)
+        assert all(r["max_epochs"] == 1 and r["best_epoch"] == 1 for r in rows)
+        with (tmp_path / "grid.csv").open() as fh:
+            table = list(csv.DictReader(fh))
+        assert [float(r["lr"]) for r in table] == [r["lr"] for r in rows]
+        with pytest.raises(ValueError, match="`max_epochs` must be >= 1"):
+            grid_search(cfg, out_csv=tmp_path / "x.csv", max_epochs=0)
+        with pytest.raises(ValueError, match="`validation_records` is empty"):
+            grid_search(replace(cfg, validation_records=()), out_csv=tmp_path / "x.csv", max_epochs=1)
 
     def test_deterministic(self, data_dir: Path, tmp_path: Path) -> None:
         cfg = TrainConfig(**{**TINY.__dict__, "data_dir": str(data_dir), "epochs": 1, "max_batches": 3})
