@@ -717,6 +717,12 @@ def evaluate_denoise_cmd(
     "--figure", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Confusion PNG."
 )
 @click.option(
+    "--dropout",
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=None,
+    help="random / cv: dropout of the three models (default: the paper's 0.3).",
+)
+@click.option(
     "--peaks",
     type=click.Choice(["reference", "detector"]),
     default="reference",
@@ -740,10 +746,13 @@ def evaluate_model_cmd(
     out_dir: Path,
     json_path: Path,
     figure: Path | None,
+    dropout: float | None,
     peaks: str,
     jobs: int,
 ) -> None:
     """Evaluate beat classification (AAMI N, S, V, F, Q) the EC57 way."""
+    import dataclasses
+
     from model.evaluation import compare_models, evaluate_model
     from model.training import TrainConfig
 
@@ -761,6 +770,8 @@ def evaluate_model_cmd(
         )
     else:
         config = TrainConfig(data_dir=str(data_dir) if data_dir else "")
+        if dropout is not None:
+            config = dataclasses.replace(config, dropout=dropout)
         result = compare_models(
             config, protocol=protocol, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path, jobs=jobs
         )

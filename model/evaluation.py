@@ -411,7 +411,7 @@ def compare_models(
             if not finished_run(ckpt_path, cfg):
                 todo.append((cfg, ckpt_path))
     out_dir.mkdir(parents=True, exist_ok=True)
-    if jobs == 1:
+    if jobs == 1 or not todo:
         for cfg, path in todo:
             train(cfg, out=path, progress=progress)
     else:
