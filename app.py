@@ -723,6 +723,18 @@ def evaluate_denoise_cmd(
     help="random / cv: dropout of the three models (default: the paper's 0.3).",
 )
 @click.option(
+    "--lr",
+    type=click.FloatRange(0.0, min_open=True),
+    default=None,
+    help="random / cv: learning rate of the three models (default: the paper's 1e-3).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="random / cv: batch of the three models (default: the paper's 64).",
+)
+@click.option(
     "--peaks",
     type=click.Choice(["reference", "detector"]),
     default="reference",
@@ -747,6 +759,8 @@ def evaluate_model_cmd(
     json_path: Path,
     figure: Path | None,
     dropout: float | None,
+    lr: float | None,
+    batch_size: int | None,
     peaks: str,
     jobs: int,
 ) -> None:
@@ -770,8 +784,8 @@ def evaluate_model_cmd(
         )
     else:
         config = TrainConfig(data_dir=str(data_dir) if data_dir else "")
-        if dropout is not None:
-            config = dataclasses.replace(config, dropout=dropout)
+        chosen: dict[str, Any] = {"dropout": dropout, "lr": lr, "batch_size": batch_size}
+        config = dataclasses.replace(config, **{k: v for k, v in chosen.items() if v is not None})
         result = compare_models(
             config, protocol=protocol, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path, jobs=jobs
         )
