@@ -415,8 +415,7 @@ def compare_models(
         for cfg, path in todo:
             train(cfg, out=path, progress=progress)
     else:
-        ctx = multiprocessing.get_context("spawn")  # no torch state forked into the workers
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        with _process_pool(jobs) as pool:
             running = [pool.submit(train, cfg, out=path, progress=False) for cfg, path in todo]
             for done in tqdm(
                 concurrent.futures.as_completed(running),
@@ -481,8 +480,7 @@ def summarise_runs(
     """
     flat = [(name, path) for name, paths in checkpoints.items() for path in paths]
     if jobs > 1:
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        with _process_pool(jobs) as pool:
             futures = [pool.submit(_score_run, path, protocol, data_dir, threads=1) for _, path in flat]
             scored = [f.result() for f in futures]
     else:
@@ -563,6 +561,13 @@ def _notes(protocol: str, model_fs: float, device_fs: float | None, peaks: str =
     if protocol != "inter-patient":
         notes.append("Pooled split: beats of one patient are in training and test (the paper's protocol).")
     return notes
+
+
+def _process_pool(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
+    """``jobs`` worker processes, spawned so that no torch state is forked into them."""
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=multiprocessing.get_context("spawn")
+    )
 
 
 def _with_detection_errors(

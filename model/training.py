@@ -356,34 +356,33 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
         terms = _train_epoch(
             model, data.train, optimiser, loss_cfg, config, rng, device, epoch, progress, averaged
         )
-        if not data.validation:  # a refit: every epoch replaces the last, no early stopping
+        if data.validation:
+            val = evaluate_beats(kept, data.validation, data.validation_mask, device=device)
+            score = _selection_score(val)
+            if scheduler is not None:
+                scheduler.step(score)
+            f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in ("N", "S", "V")}
+            history.append(
+                {
+                    "epoch": epoch,
+                    **terms,
+                    "val_score": score,
+                    "val_accuracy": val["accuracy"],
+                    **f1,
+                    "val_confusion": val["confusion"],
+                    "lr": optimiser.param_groups[0]["lr"],
+                }
+            )
+            if progress:
+                per = "  ".join(f"{c} {v:.1f}" for c, v in zip("NSV", f1.values(), strict=True))
+                tqdm.write(
+                    f"epoch {epoch}: loss {terms['loss']:.4f}  val mean F1(N,S,V) {score:.2f}  ({per})"
+                )
+        else:  # a refit: every epoch replaces the last, no early stopping
+            val, score = {}, float(epoch)
             history.append({"epoch": epoch, **terms})
             if progress:
                 tqdm.write(f"epoch {epoch}: loss {terms['loss']:.4f}")
-            state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
-            best = (float(epoch), epoch, state, {})
-            metrics = _run_metrics(best, history, started, loss_cfg)
-            save_checkpoint(_checkpoint(config, model, pre, data.split, best[2], metrics), out)
-            continue
-        val = evaluate_beats(kept, data.validation, data.validation_mask, device=device)
-        score = _selection_score(val)
-        if scheduler is not None:
-            scheduler.step(score)
-        f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in ("N", "S", "V")}
-        history.append(
-            {
-                "epoch": epoch,
-                **terms,
-                "val_score": score,
-                "val_accuracy": val["accuracy"],
-                **f1,
-                "val_confusion": val["confusion"],
-                "lr": optimiser.param_groups[0]["lr"],
-            }
-        )
-        if progress:
-            per = "  ".join(f"{c} {v:.1f}" for c, v in zip("NSV", f1.values(), strict=True))
-            tqdm.write(f"epoch {epoch}: loss {terms['loss']:.4f}  val mean F1(N,S,V) {score:.2f}  ({per})")
         if best is None or score > best[0]:
             state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
             best = (score, epoch, state, val)

@@ -128,19 +128,8 @@ class TestFinishedRun:
 @pytest.mark.data
 @pytest.mark.slow
 class TestCompareModels:
-    def test_parallel_and_resume(self, data_dir: Path, tmp_path: Path) -> None:
-        cfg = TrainConfig(
-            records=("101", "106"),
-            n_folds=2,
-            epochs=1,
-            max_batches=2,
-            batch_size=16,
-            hidden=8,
-            branch_channels=3,
-            conv_channels=8,
-            seq_len=8,
-            data_dir=str(data_dir),
-        )
+    def test_parallel_and_resume(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
+        cfg = replace(tiny_train, n_folds=2, epochs=1, max_batches=2)
         kw = {"protocol": "cv", "out_dir": tmp_path, "max_epochs": 1, "models": ("cnn_lstm", "lstm")}
         first = compare_models(cfg, jobs=2, progress=False, **kw)
         paths = sorted(tmp_path.glob("*.pt"))

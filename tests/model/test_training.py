@@ -25,25 +25,12 @@ from model.training import (
     train,
 )
 
-TINY = TrainConfig(
-    records=("101", "106"),
-    validation_records=("118",),
-    epochs=3,
-    max_batches=6,
-    batch_size=16,
-    hidden=8,
-    branch_channels=3,
-    conv_channels=8,
-    seq_len=8,
-    lr=3e-3,
-)
-
 
 @pytest.mark.data
 @pytest.mark.slow
 class TestTrain:
-    def test_loss_falls(self, data_dir: Path, tmp_path: Path) -> None:
-        cfg = TrainConfig(**{**TINY.__dict__, "data_dir": str(data_dir)})
+    def test_loss_falls(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
+        cfg = tiny_train
         res = train(cfg, out=tmp_path / "m.pt", progress=False)
         losses = [h["loss"] for h in res["history"]]
         assert losses[-1] < losses[0]
@@ -54,11 +41,9 @@ class TestTrain:
         assert ckpt.metrics["epochs_run"] == 3
         assert "confusion" in ckpt.metrics["validation"]
 
-    def test_refit_without_validation(self, data_dir: Path, tmp_path: Path) -> None:
+    def test_refit_without_validation(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
         """No validation records: exactly ``epochs`` epochs, the last one kept, augmentation on."""
-        cfg = TrainConfig(
-            **{**TINY.__dict__, "data_dir": str(data_dir), "validation_records": (), "patience": 1}
-        )
+        cfg = replace(tiny_train, validation_records=(), patience=1)
         res = train(replace(cfg, augment=True), out=tmp_path / "m.pt", progress=False)
         assert (res["epochs_run"], res["best_epoch"]) == (3, 3)  # patience 1 stops nothing
         assert all("val_score" not in h for h in res["history"])
@@ -68,8 +53,8 @@ class TestTrain:
         with pytest.raises(ValueError, match="`calibrate` needs validation records"):
             train(replace(cfg, calibrate=True), out=tmp_path / "c.pt", progress=False)
 
-    def test_lr_halves_on_plateau(self, data_dir: Path, tmp_path: Path) -> None:
-        cfg = TrainConfig(**{**TINY.__dict__, "data_dir": str(data_dir), "epochs": 5, "lr_patience": 1})
+    def test_lr_halves_on_plateau(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
+        cfg = replace(tiny_train, epochs=5, lr_patience=1)
         history = train(cfg, out=tmp_path / "m.pt", progress=False)["history"]
         # The rule of ReduceLROnPlateau (mode max, relative threshold 1e-4):
         # halve after more than `lr_patience` epochs in a row without a better score.
@@ -85,14 +70,16 @@ class TestTrain:
         with pytest.raises(ValueError, match="`lr_patience` must be >= 0"):
             train(replace(cfg, lr_patience=-1), out=tmp_path / "x.pt", progress=False)
 
-    def test_grid_search(self, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_grid_search(
+        self, tiny_train: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """The grid's table: one row per setting, best validation score first, the epoch cap recorded."""
         import csv
 
         import model.training as training
 
         monkeypatch.setattr(training, "GRID", {"lr": (1e-3, 3e-3), "batch_size": (16,), "dropout": (0.2,)})
-        cfg = TrainConfig(**{**TINY.__dict__, "data_dir": str(data_dir), "max_batches": 2})
+        cfg = replace(tiny_train, max_batches=2)
         rows = grid_search(cfg, out_csv=tmp_path / "grid.csv", max_epochs=1)
         assert sorted(r["lr"] for r in rows) == [1e-3, 3e-3]
         assert [r["val_score"] for r in rows] == sorted((r["val_score"] for r in rows), reverse=True)
@@ -105,8 +92,8 @@ class TestTrain:
         with pytest.raises(ValueError, match="`validation_records` is empty"):
             grid_search(replace(cfg, validation_records=()), out_csv=tmp_path / "x.csv", max_epochs=1)
 
-    def test_deterministic(self, data_dir: Path, tmp_path: Path) -> None:
-        cfg = TrainConfig(**{**TINY.__dict__, "data_dir": str(data_dir), "epochs": 1, "max_batches": 3})
+    def test_deterministic(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
+        cfg = replace(tiny_train, epochs=1, max_batches=3)
         train(cfg, out=tmp_path / "a.pt", progress=False)
         train(cfg, out=tmp_path / "b.pt", progress=False)
         a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
