@@ -690,6 +690,47 @@ def evaluate_denoise_cmd(
         click.echo(f"plot: {plot}")
 
 
+@evaluate.command("folds")
+@click.argument(
+    "checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option("--raw", is_flag=True, help="Weight-averaged runs: score the raw network instead.")
+@click.option(
+    "--from-epoch", type=click.IntRange(min=1), default=10, show_default=True, help="First epoch of the mean."
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def evaluate_folds_cmd(
+    checkpoints: tuple[Path, ...], raw: bool, from_epoch: int, json_path: Path | None
+) -> None:
+    """Pool leave-records-out runs (one per fold) into a per-epoch selection score.
+
+    Each CHECKPOINT is one fold's `train --validation-records ...` run; per
+    epoch their validation confusions are summed, so every held-out record is
+    scored once by a network that never saw its patient.
+    """
+    from model.evaluation import pooled_folds
+
+    try:
+        result = pooled_folds(checkpoints, raw=raw, from_epoch=from_epoch)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="CHECKPOINTS") from exc
+    click.echo("epoch  score  acc.   S Se / +P     V Se / +P")
+    for r in result["epochs"]:
+        s, v = r["S"], r["V"]
+        click.echo(
+            f"{r['epoch']:5d}  {r['score']:5.1f}  {r['accuracy']:5.1f}  "
+            f"{s['se']:5.1f} / {s['ppv']:5.1f}  {v['se']:5.1f} / {v['ppv']:5.1f}"
+        )
+    click.echo(
+        f"mean from epoch {from_epoch}: {result['mean']:.1f} +/- {result['sd']:.1f}; "
+        f"best {result['best_score']:.1f} at epoch {result['best_epoch']}"
+    )
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+        click.echo(f"wrote {json_path}")
+
+
 @evaluate.command("model")
 @_DATA_DIR
 @click.option(

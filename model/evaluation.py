@@ -47,6 +47,7 @@ import math
 import multiprocessing
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ __all__ = [
     "markov_transitions",
     "paired_t_tests",
     "plot_confusion",
+    "pooled_folds",
     "result_from_confusion",
     "summarise_runs",
 ]
@@ -458,6 +460,78 @@ def finished_run(path: Path, config: TrainConfig) -> bool:
         run.get("epochs_run", 0) >= config.epochs
         or run.get("epochs_run", 0) - run.get("best_epoch", 0) >= config.patience
     )
+
+
+def pooled_folds(
+    checkpoints: Sequence[str | os.PathLike[str]], *, raw: bool = False, from_epoch: int = 10
+) -> dict[str, Any]:
+    """Leave-records-out selection score of a candidate: its folds' validation summed per epoch.
+
+    Each checkpoint is one fold's run (``train`` with that fold's records as
+    ``validation_records``); its history holds the validation confusion of
+    every epoch. Summing the folds' confusions per epoch scores every held-out
+    record once, by a network that never saw its patient. The score is the
+    training's selection score, the mean F1 of N, S and V.
+
+    Parameters
+    ----------
+    checkpoints : sequence of path
+        One run per fold, each with the same number of epochs.
+    raw : bool
+        Score the raw network of a weight-averaged run (``swa_start``) rather
+        than the averaged one.
+    from_epoch : int
+        First epoch of the summary mean and standard deviation (the early
+        epochs are still learning).
+
+    Returns
+    -------
+    dict
+        ``epochs`` (per epoch: ``epoch``, ``score``, ``accuracy`` and the
+        Se / +P / F1 of N, S, V), ``mean``, ``sd`` (over epochs from
+        ``from_epoch``), ``best_epoch``, ``best_score``, ``folds``.
+
+    Raises
+    ------
+    ValueError
+        If no checkpoint is given, one has no validation history (a refit),
+        or the runs differ in their number of epochs.
+    """
+    if not checkpoints:
+        raise ValueError("`checkpoints` is empty: give one run per fold")
+    key = "val_confusion_raw" if raw else "val_confusion"
+    histories = []
+    for path in checkpoints:
+        history = load_checkpoint(path).metrics.get("history", [])
+        if not history or any("val_confusion" not in h for h in history):
+            raise ValueError(f"{path}: no validation confusion per epoch (a refit without validation?)")
+        histories.append(history)
+    lengths = {len(h) for h in histories}
+    if len(lengths) > 1:
+        raise ValueError(f"the runs differ in length ({sorted(lengths)} epochs); pool runs of one candidate")
+    epochs = []
+    for e in range(lengths.pop()):
+        cm = sum(np.asarray(h[e].get(key, h[e]["val_confusion"]), dtype=np.int64) for h in histories)
+        per = class_metrics(cm)
+        row: dict[str, Any] = {
+            "epoch": e + 1,
+            "score": float(np.mean(np.nan_to_num([per[c]["f1"] for c in ("N", "S", "V")], nan=0.0))),
+            "accuracy": summary_metrics(cm)["accuracy"],
+        }
+        row.update({c: {k: per[c][k] for k in ("se", "ppv", "f1")} for c in ("N", "S", "V")})
+        epochs.append(row)
+    late = np.array([r["score"] for r in epochs[from_epoch - 1 :]])  # empty: a run shorter than that
+    best = max(epochs, key=lambda r: r["score"])
+    return {
+        "folds": [str(p) for p in checkpoints],
+        "raw": raw,
+        "from_epoch": from_epoch,
+        "epochs": epochs,
+        "mean": float(late.mean()) if late.size else float("nan"),
+        "sd": float(np.std(late, ddof=1)) if late.size > 1 else float("nan"),
+        "best_epoch": best["epoch"],
+        "best_score": best["score"],
+    }
 
 
 def summarise_runs(

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -125,6 +125,9 @@ class TrainConfig:
     context_contrast : bool
         Let the CNN-LSTM's LSTM read each beat's features against the
         running mean of its context (:meth:`model.cnn_lstm.CNNLSTM.temporal`).
+    morphology_dropout : float
+        Probability that a training beat's pooled convolutional features are
+        zeroed (:attr:`model.cnn_lstm.ModelConfig.morphology_dropout`).
     class_weight_power, class_weight_cap : float
         Class weighting of the cross-entropy (:func:`model.losses.class_weights_from_counts`).
     w_binary, w_temporal, w_early, early_emphasis, w_symmetry, w_tv : float
@@ -156,6 +159,14 @@ class TrainConfig:
         Halve the learning rate after this many epochs without a better
         validation score (:class:`torch.optim.lr_scheduler.ReduceLROnPlateau`);
         0, the paper's setting, keeps it constant.
+    swa_start : int
+        From this epoch on, keep the equal-weight average of the end-of-epoch
+        weights (stochastic weight averaging, Izmailov et al. 2018) with its
+        batch-norm statistics re-estimated on the training sequences;
+        validation, early stopping and the checkpoint then use the averaged
+        network, and earlier epochs are warm-up (never kept). The raw
+        network's validation score is kept in the history as well. 0 (the
+        paper's setting) trains and keeps the raw weights.
     augment : bool
         Augment each training batch (:func:`augment_batch`): the intervals of
         a sequence's RR features scaled by one factor (another heart rate,
@@ -189,6 +200,7 @@ class TrainConfig:
     lead_dropout: float = 0.5
     rr_mode: str = "raw"
     context_contrast: bool = False
+    morphology_dropout: float = 0.0
     class_weight_power: float = 0.5
     class_weight_cap: float = 20.0
     w_binary: float = 0.5
@@ -208,6 +220,7 @@ class TrainConfig:
     ema_decay: float = 0.0
     calibrate: bool = False
     lr_patience: int = 0
+    swa_start: int = 0
     augment: bool = False
 
     def model_config(self, preprocess: PreprocessConfig) -> ModelConfig:
@@ -225,6 +238,7 @@ class TrainConfig:
             seq_len=self.seq_len,
             rr_mode=self.rr_mode,
             context_contrast=self.context_contrast,
+            morphology_dropout=self.morphology_dropout,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -315,6 +329,10 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
         raise ValueError(f"`ema_decay` must be in [0, 1), got {config.ema_decay}")
     if config.lr_patience < 0:
         raise ValueError(f"`lr_patience` must be >= 0, got {config.lr_patience}")
+    if config.swa_start < 0 or config.swa_start > config.epochs:
+        raise ValueError(f"`swa_start` must be in 0..epochs ({config.epochs}), got {config.swa_start}")
+    if config.swa_start and config.ema_decay:
+        raise ValueError("`swa_start` and `ema_decay` are two ways of averaging weights; choose one")
     if config.calibrate and not config.validation_records and config.protocol == "inter-patient":
         raise ValueError("`calibrate` needs validation records to choose the offsets on")
     if config.threads > 0:
@@ -347,6 +365,7 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
     )
     averaged = copy.deepcopy(model) if config.ema_decay > 0 else None
     kept = averaged if averaged is not None else model  # the network validated and saved
+    swa = copy.deepcopy(model).requires_grad_(False) if config.swa_start else None
     rng = np.random.default_rng(config.seed)
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, torch.Tensor], dict[str, Any]] | None = None
@@ -356,12 +375,21 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
         terms = _train_epoch(
             model, data.train, optimiser, loss_cfg, config, rng, device, epoch, progress, averaged
         )
+        warm_up = swa is not None and epoch < config.swa_start
+        if swa is not None and not warm_up:
+            _update_average(swa, model, (epoch - config.swa_start) / (epoch - config.swa_start + 1))
+            _recompute_batch_norm(swa, data.train, config, device)
+            kept = swa
         if data.validation:
             val = evaluate_beats(kept, data.validation, data.validation_mask, device=device)
             score = _selection_score(val)
             if scheduler is not None:
                 scheduler.step(score)
             f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in ("N", "S", "V")}
+            raw: dict[str, Any] = {}
+            if kept is swa:
+                val_raw = evaluate_beats(model, data.validation, data.validation_mask, device=device)
+                raw = {"val_score_raw": _selection_score(val_raw), "val_confusion_raw": val_raw["confusion"]}
             history.append(
                 {
                     "epoch": epoch,
@@ -370,6 +398,7 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
                     "val_accuracy": val["accuracy"],
                     **f1,
                     "val_confusion": val["confusion"],
+                    **raw,
                     "lr": optimiser.param_groups[0]["lr"],
                 }
             )
@@ -383,6 +412,8 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
             history.append({"epoch": epoch, **terms})
             if progress:
                 tqdm.write(f"epoch {epoch}: loss {terms['loss']:.4f}")
+        if warm_up:
+            continue  # the averaged network does not exist yet; nothing to keep or stop on
         if best is None or score > best[0]:
             state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
             best = (score, epoch, state, val)
@@ -624,6 +655,46 @@ def _update_average(averaged: BeatSequenceModel, model: BeatSequenceModel, decay
             ab.copy_(b)
 
 
+def _recompute_batch_norm(
+    net: BeatSequenceModel, seqs: BeatSequences, config: TrainConfig, device: torch.device
+) -> None:
+    """Re-estimate the batch-norm statistics of ``net`` on every training sequence.
+
+    Averaged weights need statistics of their own: those of the networks
+    averaged are not the statistics the average produces. One pass without
+    gradients, batch norms in training mode with a cumulative average
+    (``momentum=None``), dropout off, the training lead dropout drawn from a
+    generator of its own so that the training run's random state is
+    untouched. ``net`` is left in eval mode.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    net.eval()
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    rng = np.random.default_rng(config.seed)
+    with torch.no_grad():
+        for start in range(0, len(seqs), config.batch_size):
+            idx = np.arange(start, min(start + config.batch_size, len(seqs)))
+            w, r = (torch.from_numpy(a).to(device) for a in seqs.batch(idx)[:2])
+            net(w, r, _lead_mask(len(idx), config, rng).to(device))
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    net.eval()
+
+
+def _lead_mask(n: int, config: TrainConfig, rng: np.random.Generator) -> Tensor:
+    """Leads present in ``n`` training sequences: the second lead dropped with ``lead_dropout``."""
+    lead_mask = torch.ones(n, config.n_leads, dtype=torch.bool)
+    if config.n_leads > 1:
+        lead_mask[:, 1:] = torch.from_numpy(rng.random(n) >= config.lead_dropout)[:, None]
+    return lead_mask
+
+
 def _search_offsets(
     runs: list[tuple[Tensor, NDArray[np.int64]]],
     classes: tuple[str, ...],
@@ -720,10 +791,7 @@ def _train_epoch(
         if config.augment:
             arrays = (*augment_batch(arrays[0], arrays[1], rng), *arrays[2:])
         w, r, y, fut = (torch.from_numpy(a).to(device) for a in arrays)
-        lead_mask = torch.ones(len(idx), config.n_leads, dtype=torch.bool)
-        if config.n_leads > 1:
-            lead_mask[:, 1:] = torch.from_numpy(rng.random(len(idx)) >= config.lead_dropout)[:, None]
-        out = model(w, r, lead_mask.to(device))
+        out = model(w, r, _lead_mask(len(idx), config, rng).to(device))
         loss, terms = total_loss(out, y, fut, model, loss_cfg)
         optimiser.zero_grad()
         loss.backward()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from model.evaluation import (
     markov_transitions,
     paired_t_tests,
     plot_confusion,
+    pooled_folds,
     result_from_confusion,
 )
 from model.registry import get_model
@@ -99,6 +101,95 @@ def _saved_run(
         train_config=config.to_dict(),
     )
     return save_checkpoint(ckpt, path)
+
+
+def _fold_run(path: Path, tiny: ModelConfig, confusions: list[list[list[int]]], **extra: object) -> Path:
+    """A fold's checkpoint whose history holds the given 5x5 validation confusions, one per epoch."""
+    pre = PreprocessConfig(fs=tiny.fs, window_s=tiny.n_window / tiny.fs)
+    history = [{"epoch": e + 1, "val_confusion": cm, **extra} for e, cm in enumerate(confusions)]
+    ckpt = Checkpoint(
+        "cnn_lstm",
+        tiny,
+        pre,
+        get_model("cnn_lstm", tiny).state_dict(),
+        random_split(),
+        metrics={"history": history},
+    )
+    return save_checkpoint(ckpt, path)
+
+
+def _cm(n: tuple[int, int, int], s: tuple[int, int, int], v: tuple[int, int, int]) -> list[list[int]]:
+    """5x5 confusion with rows N, S, V given over the columns N, S, V; F and Q empty."""
+    return [[*n, 0, 0], [*s, 0, 0], [*v, 0, 0], [0] * 5, [0] * 5]
+
+
+class TestPooledFolds:
+    def test_basic(self, tiny_config: ModelConfig, tmp_path: Path) -> None:
+        """Confusions are summed over folds per epoch, then scored: not the mean of fold scores."""
+        a = _fold_run(
+            tmp_path / "a.pt",
+            tiny_config,
+            [_cm((90, 0, 0), (10, 0, 0), (0, 0, 10)), _cm((90, 0, 0), (0, 10, 0), (0, 0, 10))],
+        )
+        b = _fold_run(
+            tmp_path / "b.pt",
+            tiny_config,
+            [_cm((80, 10, 0), (0, 10, 0), (0, 0, 0)), _cm((90, 0, 0), (0, 10, 0), (0, 0, 0))],
+        )
+        res = pooled_folds([a, b], from_epoch=1)
+        first, second = res["epochs"]
+        # epoch 1 pooled: N 170 right of 180, 10 N called S; S 10 of 20 found, +P 10/20; V 10 of 10.
+        assert first["N"]["se"] == pytest.approx(100 * 170 / 180)
+        assert first["N"]["ppv"] == pytest.approx(100 * 170 / 180)
+        assert first["S"]["se"] == pytest.approx(50.0)
+        assert first["S"]["ppv"] == pytest.approx(50.0)
+        assert first["V"]["f1"] == pytest.approx(100.0)
+        n_f1 = 100 * 170 / 180
+        assert first["score"] == pytest.approx((n_f1 + 50.0 + 100.0) / 3)
+        assert first["accuracy"] == pytest.approx(100 * 190 / 210)
+        assert second["score"] == pytest.approx(100.0)
+        assert (res["best_epoch"], res["best_score"]) == (2, pytest.approx(100.0))
+        assert res["mean"] == pytest.approx((first["score"] + 100.0) / 2)
+        assert pooled_folds([a, b], from_epoch=2)["mean"] == pytest.approx(100.0)
+
+    def test_raw(self, tiny_config: ModelConfig, tmp_path: Path) -> None:
+        """A weight-averaged run also holds the raw network's confusion; ``raw`` scores that."""
+        good, bad = _cm((10, 0, 0), (0, 10, 0), (0, 0, 10)), _cm((10, 0, 0), (10, 0, 0), (10, 0, 0))
+        path = _fold_run(tmp_path / "a.pt", tiny_config, [good], val_confusion_raw=bad)
+        assert pooled_folds([path])["epochs"][0]["score"] == pytest.approx(100.0)
+        assert pooled_folds([path], raw=True)["epochs"][0]["score"] < 50.0
+        assert math.isnan(pooled_folds([path])["mean"])  # the run is shorter than `from_epoch`
+
+    def test_exceptions(self, tiny_config: ModelConfig, tmp_path: Path) -> None:
+        cm = _cm((10, 0, 0), (0, 10, 0), (0, 0, 10))
+        one = _fold_run(tmp_path / "one.pt", tiny_config, [cm])
+        two = _fold_run(tmp_path / "two.pt", tiny_config, [cm, cm])
+        with pytest.raises(ValueError, match="differ in length"):
+            pooled_folds([one, two])
+        with pytest.raises(ValueError, match="is empty"):
+            pooled_folds([])
+        refit = _saved_run(tmp_path / "r.pt", TrainConfig(), tiny_config, epochs_run=1, best_epoch=1)
+        with pytest.raises(ValueError, match="no validation confusion per epoch"):
+            pooled_folds([refit])
+
+    def test_cli(self, tiny_config: ModelConfig, tmp_path: Path) -> None:
+        from click.testing import CliRunner
+
+        from app import cli
+
+        cm = _cm((10, 0, 0), (0, 10, 0), (0, 0, 10))
+        a = _fold_run(tmp_path / "a.pt", tiny_config, [cm, cm])
+        out = tmp_path / "folds.json"
+        result = CliRunner().invoke(
+            cli, ["evaluate", "folds", str(a), "--from-epoch", "1", "--json", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        assert "mean from epoch 1: 100.0" in result.output
+        assert len(json.loads(out.read_text())["epochs"]) == 2
+        bad = _fold_run(tmp_path / "b.pt", tiny_config, [cm])
+        result = CliRunner().invoke(cli, ["evaluate", "folds", str(a), str(bad)])
+        assert result.exit_code == 2
+        assert "differ in length" in result.output
 
 
 class TestFinishedRun:

@@ -162,6 +162,28 @@ class TestContextContrast:
         assert net.lstm.input_size == 2 * net.encoder.out_features
 
 
+class TestMorphologyDropout:
+    def test_basic(self, tiny_config: ModelConfig) -> None:
+        """In training whole beats lose their pooled morphology (scaled survivors); RR stays."""
+        torch.manual_seed(0)
+        enc = MultiScaleBeatEncoder(replace(tiny_config, morphology_dropout=0.5))
+        x, rr = torch.randn(8, 16, 2, tiny_config.n_window), torch.rand(8, 16, 7) + 0.5
+        c2 = tiny_config.conv_channels
+        dropped = enc.train()(x, rr)
+        zero = (dropped[..., :c2] == 0).all(dim=-1)  # (B, T)
+        assert 0.3 < float(zero.float().mean()) < 0.7
+        assert torch.equal(dropped[..., c2:], rr)  # raw RR columns, untouched
+        plain = MultiScaleBeatEncoder(tiny_config)
+        plain.load_state_dict(enc.state_dict())
+        clean = enc.eval()(x, rr)
+        assert torch.equal(clean, plain.eval()(x, rr))  # no effect at inference
+        assert not (clean[..., :c2] == 0).all(dim=-1).any()
+
+    def test_exceptions(self, tiny_config: ModelConfig) -> None:
+        with pytest.raises(ValueError, match=r"`morphology_dropout` must be in \[0, 1\), got 1.0"):
+            replace(tiny_config, morphology_dropout=1.0)
+
+
 class TestDilation:
     @pytest.mark.parametrize("fs", [180.0, 250.0, 360.0, 500.0])
     def test_receptive_fields_in_seconds(self, fs: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,11 +12,12 @@ import torch
 
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
-from model.data import PreprocessConfig, RecordBeats, inter_patient_split
+from model.data import BeatSequences, PreprocessConfig, RecordBeats, inter_patient_split
 from model.registry import get_model
 from model.training import (
     OFFSET_GRID,
     TrainConfig,
+    _recompute_batch_norm,
     _search_offsets,
     _update_average,
     augment_batch,
@@ -92,6 +94,22 @@ class TestTrain:
         with pytest.raises(ValueError, match="`validation_records` is empty"):
             grid_search(replace(cfg, validation_records=()), out_csv=tmp_path / "x.csv", max_epochs=1)
 
+    def test_weight_averaging(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
+        """SWA from epoch 2: the raw network trains exactly as without it; only averages are kept."""
+        cfg = replace(tiny_train, epochs=4, patience=4)
+        plain = train(cfg, out=tmp_path / "plain.pt", progress=False)["history"]
+        res = train(replace(cfg, swa_start=2), out=tmp_path / "swa.pt", progress=False)
+        history = res["history"]
+        assert history[0]["val_score"] == plain[0]["val_score"]
+        assert "val_score_raw" not in history[0]
+        for h, p in zip(history[1:], plain[1:], strict=True):
+            assert h["val_score_raw"] == p["val_score"]  # the training run's random state is untouched
+            assert h["val_confusion_raw"] == p["val_confusion"]
+        assert res["best_epoch"] >= 2  # the warm-up epoch is never kept
+        best = history[res["best_epoch"] - 1]["val_score"]
+        assert best == max(h["val_score"] for h in history[1:])
+        assert load_checkpoint(tmp_path / "swa.pt").train_config["swa_start"] == 2
+
     def test_deterministic(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
         cfg = replace(tiny_train, epochs=1, max_batches=3)
         train(cfg, out=tmp_path / "a.pt", progress=False)
@@ -117,6 +135,10 @@ class TestTrainConfig:
             select_device("tpu")
         with pytest.raises(ValueError, match=r"`ema_decay` must be in \[0, 1\), got 1.0"):
             train(TrainConfig(ema_decay=1.0), out=tmp_path / "x.pt", progress=False)
+        with pytest.raises(ValueError, match=r"`swa_start` must be in 0..epochs \(50\), got 51"):
+            train(TrainConfig(swa_start=51), out=tmp_path / "x.pt", progress=False)
+        with pytest.raises(ValueError, match="`swa_start` and `ema_decay`"):
+            train(TrainConfig(swa_start=5, ema_decay=0.9), out=tmp_path / "x.pt", progress=False)
 
 
 class TestAugmentBatch:
@@ -166,6 +188,55 @@ class TestWeightAverage:
                 assert torch.allclose(v, 0.75 * before[k] + 0.25 * target[k], atol=1e-6), k
             else:
                 assert torch.equal(v, target[k]), k
+
+    def test_equal_weights(self, tiny_config: ModelConfig) -> None:
+        """Decays n / (n + 1) make the running average of n + 1 networks their plain mean (SWA)."""
+        torch.manual_seed(0)
+        nets = [get_model("cnn_lstm", tiny_config) for _ in range(4)]
+        avg = copy.deepcopy(nets[0])
+        for n, net in enumerate(nets[1:], start=1):
+            _update_average(avg, net, n / (n + 1))
+        for name, p in avg.named_parameters():
+            mean = torch.stack([dict(net.named_parameters())[name] for net in nets]).mean(0)
+            assert torch.allclose(p, mean, atol=1e-6), name
+
+
+class TestRecomputeBatchNorm:
+    def test_basic(self, tiny_config: ModelConfig) -> None:
+        """The first batch norm's statistics become those of its inputs over every sequence.
+
+        Six sequences in three batches of two: the mean of the batch means is the overall mean.
+        """
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+        w = tiny_config.n_window
+        recs = [
+            RecordBeats(
+                name,
+                rng.normal(size=(n, 2, w)).astype(np.float32),
+                (rng.random((n, 7)) + 0.5).astype(np.float32),
+                np.zeros(n, dtype=np.int64),
+                np.arange(n, dtype=np.int64) * 300,
+            )
+            for name, n in (("a", 13), ("b", 12))
+        ]
+        seqs = BeatSequences(recs, seq_len=tiny_config.seq_len, horizons=tiny_config.horizons)
+        net = get_model("cnn_lstm", tiny_config)
+        cfg = TrainConfig(batch_size=2, lead_dropout=0.0, n_leads=2)
+        bn = net.encoder.post_branch[0]
+        bn.running_mean.fill_(7.0)
+        state = torch.random.get_rng_state()
+        _recompute_batch_norm(net, seqs, cfg, torch.device("cpu"))
+        assert torch.equal(torch.random.get_rng_state(), state)  # dropout was off
+        assert not net.training
+        assert bn.momentum == 0.1
+        windows = torch.from_numpy(seqs.batch(np.arange(len(seqs)))[0])  # (S, T, L, W)
+        with torch.no_grad():
+            z = net.encoder.attention(windows).reshape(-1, 1, w)
+            f = torch.cat([branch(z) for branch in net.encoder.branches], dim=1)
+        assert torch.allclose(bn.running_mean, f.mean(dim=(0, 2)), atol=1e-5)
+        assert len(seqs) == 6
+        assert torch.allclose(bn.running_var, f.var(dim=(0, 2)), rtol=0.1)  # mean of the batches' variances
 
 
 class TestCheckpoint:
