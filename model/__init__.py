@@ -61,6 +61,7 @@ from model.evaluation import (
     markov_transitions,
     paired_t_tests,
     plot_confusion,
+    pooled_folds,
     result_from_confusion,
     summarise_runs,
 )
@@ -168,6 +169,7 @@ __all__ = [
     "normalise_windows",
     "paired_t_tests",
     "plot_confusion",
+    "pooled_folds",
     "predict_arrays",
     "random_split",
     "resample_windows",
