@@ -63,7 +63,7 @@ from model.data import FALSE_DETECTION, PEAK_SOURCES, RecordBeats, inter_patient
 from model.inference import SHIPPED_WEIGHTS
 from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_metrics
 from model.registry import list_models
-from model.training import TrainConfig, make_data, predict_records, train
+from model.training import TrainConfig, _selection_score, make_data, predict_records, train
 from sigproc.records import AAMI_CLASSES
 
 __all__ = [
@@ -515,7 +515,7 @@ def pooled_folds(
         per = class_metrics(cm)
         row: dict[str, Any] = {
             "epoch": e + 1,
-            "score": float(np.mean(np.nan_to_num([per[c]["f1"] for c in ("N", "S", "V")], nan=0.0))),
+            "score": _selection_score({"classes": per}),
             "accuracy": summary_metrics(cm)["accuracy"],
         }
         row.update({c: {k: per[c][k] for k in ("se", "ppv", "f1")} for c in ("N", "S", "V")})

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,37 +86,33 @@ class TestResultShape:
         assert plot_confusion(cm, tmp_path / "cm.png", title="t").stat().st_size > 1000
 
 
-def _saved_run(
-    path: Path, config: TrainConfig, tiny: ModelConfig, *, epochs_run: int, best_epoch: int
+def _run_file(
+    path: Path, tiny: ModelConfig, metrics: dict[str, Any], config: TrainConfig | None = None
 ) -> Path:
+    """A checkpoint of an untrained tiny CNN-LSTM with the given run metrics (and settings)."""
     pre = PreprocessConfig(fs=tiny.fs, window_s=tiny.n_window / tiny.fs)
-    net = get_model("cnn_lstm", tiny)
-    metrics = {"epochs_run": epochs_run, "best_epoch": best_epoch}
-    ckpt = Checkpoint(
-        "cnn_lstm",
-        tiny,
-        pre,
-        net.state_dict(),
-        random_split(),
-        metrics=metrics,
-        train_config=config.to_dict(),
-    )
-    return save_checkpoint(ckpt, path)
-
-
-def _fold_run(path: Path, tiny: ModelConfig, confusions: list[list[list[int]]], **extra: object) -> Path:
-    """A fold's checkpoint whose history holds the given 5x5 validation confusions, one per epoch."""
-    pre = PreprocessConfig(fs=tiny.fs, window_s=tiny.n_window / tiny.fs)
-    history = [{"epoch": e + 1, "val_confusion": cm, **extra} for e, cm in enumerate(confusions)]
     ckpt = Checkpoint(
         "cnn_lstm",
         tiny,
         pre,
         get_model("cnn_lstm", tiny).state_dict(),
         random_split(),
-        metrics={"history": history},
+        metrics=metrics,
+        train_config=config.to_dict() if config is not None else {},
     )
     return save_checkpoint(ckpt, path)
+
+
+def _saved_run(
+    path: Path, config: TrainConfig, tiny: ModelConfig, *, epochs_run: int, best_epoch: int
+) -> Path:
+    return _run_file(path, tiny, {"epochs_run": epochs_run, "best_epoch": best_epoch}, config)
+
+
+def _fold_run(path: Path, tiny: ModelConfig, confusions: list[list[list[int]]], **extra: object) -> Path:
+    """A fold's checkpoint whose history holds the given 5x5 validation confusions, one per epoch."""
+    history = [{"epoch": e + 1, "val_confusion": cm, **extra} for e, cm in enumerate(confusions)]
+    return _run_file(path, tiny, {"history": history})
 
 
 def _cm(n: tuple[int, int, int], s: tuple[int, int, int], v: tuple[int, int, int]) -> list[list[int]]:
