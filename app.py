@@ -119,6 +119,54 @@ def _train_options(func: Any) -> Any:
     return func
 
 
+def _tuple_value(field: Any, text: str) -> tuple[Any, ...]:
+    """A comma-separated CLI value of a tuple field of :class:`model.training.TrainConfig`."""
+    items = _split(text)
+    return tuple(int(v) for v in items) if "int" in str(field.type) else tuple(items)
+
+
+#: Fields `evaluate model --set` may not change: each comparison run sets them itself.
+_COMPARISON_FIELDS = ("model", "protocol", "fold", "epochs", "threads")
+
+
+def _train_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` texts -> typed :class:`model.training.TrainConfig` field values.
+
+    Keys are field names or their option spellings (``lead-dropout``);
+    booleans take true/false/1/0/yes/no. Raises :class:`click.BadParameter`
+    naming the key or value at fault.
+    """
+    import dataclasses
+
+    from model.training import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        name = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not name:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        if name not in fields:
+            raise click.BadParameter(f"unknown training setting {key.strip()!r}", param_hint="--set")
+        if name in _COMPARISON_FIELDS:
+            raise click.BadParameter(
+                f"{name!r} is set by the comparison itself (use --max-epochs for epochs)", param_hint="--set"
+            )
+        kind, text = str(fields[name].type), text.strip()
+        try:
+            if kind == "bool":
+                flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+                out[name] = flags[text.lower()]
+            elif kind.startswith("tuple"):
+                out[name] = _tuple_value(fields[name], text)
+            else:
+                out[name] = {"int": int, "float": float}.get(kind, str)(text)
+        except (KeyError, ValueError):
+            raise click.BadParameter(f"{name}: {text!r} is not a valid {kind}", param_hint="--set") from None
+    return out
+
+
 @cli.command()
 @_train_options
 @click.option(
@@ -136,10 +184,7 @@ def train(out: Path, grid: bool, grid_epochs: int, **fields: Any) -> None:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(TrainConfig):
         value = fields[f.name]
-        if str(f.type).startswith("tuple"):
-            items = _split(value)
-            value = tuple(int(v) for v in items) if "int" in str(f.type) else tuple(items)
-        values[f.name] = value
+        values[f.name] = _tuple_value(f, value) if str(f.type).startswith("tuple") else value
     config = TrainConfig(**values)
     out.parent.mkdir(parents=True, exist_ok=True)
     if grid:
@@ -789,6 +834,13 @@ def evaluate_folds_cmd(
     type=click.IntRange(min=1),
     help="random / cv: runs trained at once, one thread each. Finished runs in --out-dir are reused.",
 )
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="random / cv: another `train` setting of the three models, e.g. lead-dropout=0 (repeatable).",
+)
 def evaluate_model_cmd(
     data_dir: Path | None,
     checkpoint: Path | None,
@@ -804,13 +856,16 @@ def evaluate_model_cmd(
     batch_size: int | None,
     peaks: str,
     jobs: int,
+    settings: tuple[str, ...],
 ) -> None:
     """Evaluate beat classification (AAMI N, S, V, F, Q) the EC57 way."""
-    import dataclasses
-
+    from model.data import PreprocessConfig
     from model.evaluation import compare_models, evaluate_model
     from model.training import TrainConfig
 
+    overrides = _train_overrides(settings)
+    if overrides and protocol == "inter-patient":
+        raise click.BadParameter("training settings apply to --protocol random or cv", param_hint="--set")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     if protocol == "inter-patient":
         result = evaluate_model(
@@ -824,9 +879,17 @@ def evaluate_model_cmd(
             peaks=peaks,
         )
     else:
-        config = TrainConfig(data_dir=str(data_dir) if data_dir else "")
         chosen: dict[str, Any] = {"dropout": dropout, "lr": lr, "batch_size": batch_size}
-        config = dataclasses.replace(config, **{k: v for k, v in chosen.items() if v is not None})
+        chosen = {k: v for k, v in chosen.items() if v is not None}
+        if clash := sorted(set(chosen) & set(overrides)):
+            raise click.BadParameter(
+                f"{', '.join(clash)} given twice (as an option and in --set)", param_hint="--set"
+            )
+        try:
+            config = TrainConfig(data_dir=str(data_dir) if data_dir else "", **chosen, **overrides)
+            config.model_config(PreprocessConfig(n_leads=config.n_leads))  # the network's own checks
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--set") from exc
         result = compare_models(
             config, protocol=protocol, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path, jobs=jobs
         )

@@ -44,7 +44,7 @@ class CNNOnly(BeatSequenceModel):
         self.encoder = encoder
         self.mlp = nn.Sequential(nn.Linear(encoder.out_features, config.hidden), nn.ReLU())
 
-    def temporal(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
+    def sequence(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
         return self.mlp(features), None  # (B, T, hidden)
 
 

@@ -116,7 +116,22 @@ class ModelConfig:
         convolutional features it is concatenated with.
     context_contrast : bool
         Feed the LSTM each beat's features minus their running mean over
-        the beat's context as well (:meth:`CNNLSTM.temporal`).
+        the beat's context as well (:meth:`CNNLSTM.sequence`).
+    rr_skip : bool
+        Give the heads the beat's own RR ratios directly, beside the
+        sequence state: ``[s_t; r_t; r_t**2 / 2]`` with ``r_t`` the scaled
+        log ratios of ``relative`` mode (which it requires). A premature
+        beat (the defining trait of an SVEB) then moves the class logits
+        through a quadratic function of its ratios that no amount of
+        morphology can override in the network's hidden layers
+        (:meth:`BeatSequenceModel.temporal`).
+    rr_irregularity : bool
+        With ``rr_skip``, the heads also read the irregularity of the
+        rhythm over the beat's context, ``i_t = mean |r_k - r_(k-1)|`` of
+        the first ratio (``log(pre_rr / local_rr)``, scaled) over the
+        context's beats up to ``t``, and its products with the beat's
+        ratios ``i_t * r_t``: in atrial fibrillation every beat looks
+        premature to a ratio rule, but the irregularity gives it away.
     morphology_dropout : float
         In training, the probability that a beat's convolutional features
         (the pooled morphology of eq. 14) are zeroed as a whole, leaving the
@@ -150,12 +165,18 @@ class ModelConfig:
     rr_mode: str = "raw"
     rr_ratio_scale: float = 5.0
     context_contrast: bool = False
+    rr_skip: bool = False
+    rr_irregularity: bool = False
     morphology_dropout: float = 0.0
     class_offsets: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.rr_mode not in RR_MODES:
             raise ValueError(f"`rr_mode` must be one of {RR_MODES}, got {self.rr_mode!r}")
+        if self.rr_skip and self.rr_mode != "relative":
+            raise ValueError(f"`rr_skip` needs `rr_mode='relative'`, got {self.rr_mode!r}")
+        if self.rr_irregularity and not self.rr_skip:
+            raise ValueError("`rr_irregularity` needs `rr_skip`")
         if not 0.0 <= self.morphology_dropout < 1.0:
             raise ValueError(f"`morphology_dropout` must be in [0, 1), got {self.morphology_dropout}")
         if self.class_offsets and len(self.class_offsets) != self.n_classes:
@@ -168,6 +189,17 @@ class ModelConfig:
     def rr_columns(self) -> tuple[int, ...]:
         """Columns of the seven RR features the model reads."""
         return rr_columns(use_post_rr=self.use_post_rr)
+
+    @property
+    def n_rr_ratios(self) -> int:
+        """Log ratios of ``relative`` mode (:class:`RRInputs`)."""
+        return 5 if self.use_post_rr else 3
+
+    @property
+    def head_features(self) -> int:
+        """Width of what the heads read: the sequence state, and with ``rr_skip`` the RR terms."""
+        r = self.n_rr_ratios
+        return self.hidden + (2 * r if self.rr_skip else 0) + (1 + r if self.rr_irregularity else 0)
 
     def to_dict(self) -> dict[str, object]:
         """Plain-type form for checkpoints."""
@@ -280,7 +312,7 @@ class RRInputs(nn.Module):
         if self.mode == "raw":
             self.out_features = len(config.rr_columns)
         else:
-            self.out_features = 5 if config.use_post_rr else 3
+            self.out_features = config.n_rr_ratios
 
     def forward(self, rr: Tensor) -> Tensor:
         """``rr`` (..., 7), columns :data:`sigproc.beats.RR_FEATURE_NAMES` -> (..., out_features)."""
@@ -430,7 +462,7 @@ class BeatSequenceModel(nn.Module):
         self.lstm: nn.LSTM | None = None
         self.config = config
         self.drop = nn.Dropout(config.dropout)
-        h, c = config.hidden, config.n_classes
+        h, c = config.head_features, config.n_classes
         self.class_head = nn.Linear(h, c)
         self.abnormal_head = nn.Linear(h, 1)
         self.early_head = nn.Linear(h, len(config.horizons) * c)
@@ -441,15 +473,40 @@ class BeatSequenceModel(nn.Module):
         return out
 
     def temporal(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
+        """What the heads read (B, T, :attr:`ModelConfig.head_features`) from features (B, T, D).
+
+        The sequence state of :meth:`sequence` and, with ``rr_skip``, the
+        beat's own RR ratios and their squares (and with ``rr_irregularity``
+        the context's irregularity and its products with the ratios); the
+        carried state is the sequence model's alone, so the stateful call is
+        unchanged. Like the context contrast, the irregularity starts at the
+        first beat of ``features``, which every caller makes the beat's
+        whole context.
+        """
+        s, new_state = self.sequence(features, state)  # (B, T, hidden)
+        if self.config.rr_skip:
+            r = features[..., -self.config.n_rr_ratios :]  # the encoders put the RR inputs last
+            terms = [s, r, r * r / 2]
+            if self.config.rr_irregularity:
+                step = (r[:, 1:, :1] - r[:, :-1, :1]).abs()  # (B, T-1, 1)
+                step = torch.cat([torch.zeros_like(r[:, :1, :1]), step], dim=1)  # (B, T, 1)
+                n = torch.arange(r.shape[1], device=r.device, dtype=r.dtype).clamp(min=1)
+                irregularity = step.cumsum(dim=1) / n[None, :, None]  # (B, T, 1)
+                terms += [irregularity, irregularity * r]
+            s = torch.cat(terms, dim=-1)
+        return s, new_state
+
+    def sequence(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
         """Beat-sequence states (B, T, hidden) from features (B, T, D): the LSTM of eq. 15."""
         if self.lstm is None:
-            raise NotImplementedError(f"{type(self).__name__} has no LSTM and must override `temporal`")
+            raise NotImplementedError(f"{type(self).__name__} has no LSTM and must override `sequence`")
         s, new_state = self.lstm(features, state)  # (B, T, hidden)
         return s, new_state
 
     def heads(self, s: Tensor) -> ModelOutput:
-        """Eq. 16: class, abnormal and early-alarm logits from states (B, T, hidden)."""
-        s = self.drop(s)
+        """Eq. 16: class, abnormal and early-alarm logits from :meth:`temporal`'s output (B, T, H)."""
+        h = self.config.hidden
+        s = self.drop(s) if s.shape[-1] == h else torch.cat([self.drop(s[..., :h]), s[..., h:]], dim=-1)
         b, t, _ = s.shape
         early = self.early_head(s).reshape(b, t, len(self.config.horizons), self.config.n_classes)
         logits = self.class_head(s)  # (B, T, C)
@@ -497,7 +554,7 @@ class CNNLSTM(BeatSequenceModel):
         n_in = encoder.out_features * (2 if config.context_contrast else 1)
         self.lstm = nn.LSTM(n_in, config.hidden, batch_first=True)
 
-    def temporal(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
+    def sequence(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
         """Eq. 15 over features (B, T, D); with ``context_contrast`` over ``[h_t, h_t - mean(h_1..h_t)]``.
 
         The running mean starts at the first beat of ``features``: every
@@ -511,4 +568,4 @@ class CNNLSTM(BeatSequenceModel):
             steps = torch.arange(1, features.shape[1] + 1, device=features.device, dtype=features.dtype)
             running = features.cumsum(dim=1) / steps[None, :, None]  # (B, T, D)
             features = torch.cat([features, features - running], dim=-1)  # (B, T, 2D)
-        return super().temporal(features, state)
+        return super().sequence(features, state)

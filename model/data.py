@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -421,9 +422,14 @@ def load_record_beats(
     out = RecordBeats(record, windows, rr.astype(np.float32), labels, at.astype(np.int64), missed)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, windows=out.windows, rr=out.rr, labels=out.labels, r_peaks=out.r_peaks, missed=missed)
-        os.replace(tmp, path)
+        # a name of this process's own: parallel runs (folds, grid jobs) may build the same record at once
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+        try:
+            arrays = {"windows": out.windows, "rr": out.rr, "labels": out.labels, "r_peaks": out.r_peaks}
+            np.savez(tmp, **arrays, missed=missed)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out
 
 

@@ -106,7 +106,7 @@ def context_states(model: BeatSequenceModel, features: Tensor, *, chunk: int = 8
         for i in range(0, windows.shape[0], chunk):
             s, _ = model.temporal(windows[i : i + chunk])
             parts.append(s[:, -1])  # (chunk, hidden)
-    return torch.cat(parts) if parts else features.new_zeros((0, model.config.hidden))
+    return torch.cat(parts) if parts else features.new_zeros((0, model.config.head_features))
 
 
 @torch.no_grad()

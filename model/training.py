@@ -124,7 +124,13 @@ class TrainConfig:
         ``raw`` or ``relative`` RR inputs (:class:`model.cnn_lstm.RRInputs`).
     context_contrast : bool
         Let the CNN-LSTM's LSTM read each beat's features against the
-        running mean of its context (:meth:`model.cnn_lstm.CNNLSTM.temporal`).
+        running mean of its context (:meth:`model.cnn_lstm.CNNLSTM.sequence`).
+    rr_skip : bool
+        The heads also read the beat's own RR ratios and their squares
+        (:attr:`model.cnn_lstm.ModelConfig.rr_skip`; needs ``rr_mode=relative``).
+    rr_irregularity : bool
+        With ``rr_skip``, the heads also read the rhythm's irregularity over
+        the context (:attr:`model.cnn_lstm.ModelConfig.rr_irregularity`).
     morphology_dropout : float
         Probability that a training beat's pooled convolutional features are
         zeroed (:attr:`model.cnn_lstm.ModelConfig.morphology_dropout`).
@@ -200,6 +206,8 @@ class TrainConfig:
     lead_dropout: float = 0.5
     rr_mode: str = "raw"
     context_contrast: bool = False
+    rr_skip: bool = False
+    rr_irregularity: bool = False
     morphology_dropout: float = 0.0
     class_weight_power: float = 0.5
     class_weight_cap: float = 20.0
@@ -238,6 +246,8 @@ class TrainConfig:
             seq_len=self.seq_len,
             rr_mode=self.rr_mode,
             context_contrast=self.context_contrast,
+            rr_skip=self.rr_skip,
+            rr_irregularity=self.rr_irregularity,
             morphology_dropout=self.morphology_dropout,
         )
 

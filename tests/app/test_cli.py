@@ -199,3 +199,82 @@ class TestUserCli:
                 assert session.query(User).filter_by(username="carol").one().ward == "Cardiology"
         finally:
             db.dispose()
+
+
+class TestTrainOverrides:
+    """`evaluate model --set KEY=VALUE`: other training settings for the comparison runs."""
+
+    def test_basic(self) -> None:
+        from app import _train_overrides
+
+        got = _train_overrides(
+            ("lead-dropout=0", "conv_channels=64", "rr_skip=yes", "rr-mode=relative", "horizons=1,2")
+        )
+        assert got == {
+            "lead_dropout": 0.0,
+            "conv_channels": 64,
+            "rr_skip": True,
+            "rr_mode": "relative",
+            "horizons": (1, 2),
+        }
+        assert isinstance(got["lead_dropout"], float)
+
+    def test_cli_passes_settings(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import model.evaluation
+
+        seen: dict[str, object] = {}
+
+        def fake_compare(config: object, **kw: object) -> dict[str, object]:
+            seen["config"], seen["kw"] = config, kw
+            return {"protocol": "random", "accuracy": 1.0, "macro_f1": 1.0}
+
+        monkeypatch.setattr(model.evaluation, "compare_models", fake_compare)
+        args = [
+            "evaluate",
+            "model",
+            "--protocol",
+            "random",
+            "--json",
+            str(tmp_path / "t.json"),
+            "--lr",
+            "0.01",
+        ]
+        result = CliRunner().invoke(cli, [*args, "--set", "lead-dropout=0", "--set", "conv-channels=64"])
+        assert result.exit_code == 0, result.output
+        cfg = seen["config"]
+        assert (cfg.lead_dropout, cfg.conv_channels, cfg.lr, cfg.dropout) == (0.0, 64, 0.01, 0.3)  # type: ignore[attr-defined]
+
+    @pytest.mark.parametrize(
+        ("setting", "message"),
+        [
+            ("lead-dropout", "expected KEY=VALUE, got 'lead-dropout'"),
+            ("colour=red", "unknown training setting 'colour'"),
+            ("model=cnn", "'model' is set by the comparison itself"),
+            ("conv-channels=wide", "conv_channels: 'wide' is not a valid int"),
+            ("rr-skip=maybe", "rr_skip: 'maybe' is not a valid bool"),
+            ("lr=0.1", "lr given twice"),
+            ("rr-skip=1", "`rr_skip` needs `rr_mode='relative'`"),
+        ],
+    )
+    def test_exceptions(self, setting: str, message: str, tmp_path: Path) -> None:
+        args = [
+            "evaluate",
+            "model",
+            "--protocol",
+            "random",
+            "--json",
+            str(tmp_path / "t.json"),
+            "--lr",
+            "0.01",
+        ]
+        result = CliRunner().invoke(cli, [*args, "--set", setting])
+        assert result.exit_code == 2
+        assert message in result.output.replace("\n", " ")
+        assert not (tmp_path / "t.json").exists()
+
+    def test_inter_patient_refuses_settings(self, tmp_path: Path) -> None:
+        result = CliRunner().invoke(
+            cli, ["evaluate", "model", "--json", str(tmp_path / "t.json"), "--set", "lead-dropout=0"]
+        )
+        assert result.exit_code == 2
+        assert "training settings apply to --protocol random or cv" in result.output

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -139,6 +142,27 @@ class TestLoadRecordBeats:
         assert det.rr.shape == (len(det), 7)
         assert not np.array_equal(det.r_peaks, ref.r_peaks[: len(det)])
         np.testing.assert_array_equal(ref.missed, np.zeros(5))
+
+    def test_concurrent_cache_writes(
+        self, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Parallel runs building the same record's cache entry each finish; no temporary file is left."""
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        cfg = PreprocessConfig()
+        together, savez = threading.Barrier(4, timeout=60), np.savez
+
+        def savez_together(*args: Any, **kwargs: Any) -> None:
+            together.wait()  # all four writers at once: the race of parallel training runs
+            savez(*args, **kwargs)
+
+        monkeypatch.setattr(np, "savez", savez_together)
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda _: load_record_beats("100", cfg, data_dir=data_dir), range(4)))
+        assert all(np.array_equal(g.windows, got[0].windows) for g in got)
+        files = sorted(p.name for p in tmp_path.rglob("*.npz"))
+        assert files == ["100.npz"]
+        cached = load_record_beats("100", cfg, data_dir=data_dir)
+        assert np.array_equal(cached.labels, got[0].labels)
 
     def test_exceptions(self, data_dir: Path) -> None:
         with pytest.raises(ValueError, match="`peaks` must be one of"):

@@ -162,6 +162,61 @@ class TestContextContrast:
         assert net.lstm.input_size == 2 * net.encoder.out_features
 
 
+class TestRRSkip:
+    def test_basic(self, tiny_config: ModelConfig) -> None:
+        """The heads read [s_t, r_t, r_t**2 / 2], r_t the scaled log RR ratios, computed here by hand."""
+        torch.manual_seed(0)
+        cfg = replace(tiny_config, rr_mode="relative", rr_skip=True)
+        net = get_model("cnn_lstm", cfg).eval()
+        assert cfg.head_features == cfg.hidden + 10
+        assert net.class_head.in_features == cfg.head_features
+        x, rr = torch.randn(2, 5, 2, cfg.n_window), torch.rand(2, 5, 7) + 0.5
+        pre, post, local, mean = rr[..., :4].unbind(-1)
+        r = torch.stack([pre / local, pre / mean, local / mean, post / pre, post / local], -1).log() * 5.0
+        assert net.lstm is not None
+        s, _ = net.lstm(net.encode(x, rr))
+        want = net.class_head(torch.cat([s, r, r * r / 2], dim=-1))
+        assert torch.allclose(net(x, rr).class_logits, want, atol=1e-5)
+
+    @pytest.mark.parametrize("name", list_models())
+    def test_edge_cases(self, name: str, tiny_config: ModelConfig) -> None:
+        """Every model takes it; dropout spares the RR terms (training logits through them are exact)."""
+        torch.manual_seed(0)
+        cfg = replace(tiny_config, rr_mode="relative", rr_skip=True, use_post_rr=False, dropout=0.9)
+        net = get_model(name, cfg).train()
+        with torch.no_grad():
+            net.class_head.weight[:, : cfg.hidden] = 0.0
+        x, rr = torch.randn(2, 5, 2, cfg.n_window), torch.rand(2, 5, 7) + 0.5
+        r = net.encode(x, rr)[..., -3:]
+        want = net.class_head.bias + torch.cat([r, r * r / 2], -1) @ net.class_head.weight[:, cfg.hidden :].T
+        assert torch.allclose(net(x, rr).class_logits, want, atol=1e-5)
+
+    def test_irregularity(self, tiny_config: ModelConfig) -> None:
+        """[s, r, r**2/2, i, i*r], i the running mean of |r0_k - r0_(k-1)| over the context, by hand."""
+        torch.manual_seed(0)
+        cfg = replace(tiny_config, rr_mode="relative", rr_skip=True, rr_irregularity=True)
+        net = get_model("cnn_lstm", cfg).eval()
+        assert cfg.head_features == cfg.hidden + 16
+        x = torch.randn(1, 4, 2, cfg.n_window)
+        rr = torch.ones(1, 4, 7)
+        rr[0, :, 0] = torch.tensor([1.0, 0.5, 1.0, 1.0])  # pre_rr; local and mean stay 1
+        r0 = 5.0 * torch.log(rr[0, :, 0])
+        want_i = torch.tensor([0.0, abs(float(r0[1])), 2 * abs(float(r0[1])) / 2, 2 * abs(float(r0[1])) / 3])
+        got = net.temporal(net.encode(x, rr))[0][0, :, cfg.hidden :]
+        r = net.encode(x, rr)[0, :, -5:]
+        assert torch.allclose(got[:, 10], want_i, atol=1e-5)
+        assert torch.allclose(got[:, 11:], want_i[:, None] * r, atol=1e-5)
+        regular = rr.clone()
+        regular[0, :, 0] = 1.0
+        assert torch.equal(net.temporal(net.encode(x, regular))[0][0, :, cfg.hidden + 10], torch.zeros(4))
+
+    def test_exceptions(self, tiny_config: ModelConfig) -> None:
+        with pytest.raises(ValueError, match="`rr_skip` needs `rr_mode='relative'`, got 'raw'"):
+            replace(tiny_config, rr_skip=True)
+        with pytest.raises(ValueError, match="`rr_irregularity` needs `rr_skip`"):
+            replace(tiny_config, rr_mode="relative", rr_irregularity=True)
+
+
 class TestMorphologyDropout:
     def test_basic(self, tiny_config: ModelConfig) -> None:
         """In training whole beats lose their pooled morphology (scaled survivors); RR stays."""
