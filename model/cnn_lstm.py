@@ -122,9 +122,8 @@ class ModelConfig:
         sequence state: ``[s_t; r_t; r_t**2 / 2]`` with ``r_t`` the scaled
         log ratios of ``relative`` mode (which it requires). A premature
         beat (the defining trait of an SVEB) then moves the class logits
-        through a quadratic function of its ratios that no amount of
-        morphology can override in the network's hidden layers
-        (:meth:`BeatSequenceModel.temporal`).
+        through a quadratic function of its ratios on a path that bypasses
+        the LSTM and its dropout (:meth:`BeatSequenceModel.temporal`).
     rr_irregularity : bool
         With ``rr_skip``, the heads also read the irregularity of the
         rhythm over the beat's context, ``i_t = mean |r_k - r_(k-1)|`` of
