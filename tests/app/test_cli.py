@@ -201,6 +201,11 @@ class TestUserCli:
             db.dispose()
 
 
+def _random_comparison(tmp_path: Path) -> list[str]:
+    """`evaluate model` arguments of a random-split comparison at lr 1e-2."""
+    return ["evaluate", "model", "--protocol", "random", "--json", str(tmp_path / "t.json"), "--lr", "0.01"]
+
+
 class TestTrainOverrides:
     """`evaluate model --set KEY=VALUE`: other training settings for the comparison runs."""
 
@@ -229,16 +234,7 @@ class TestTrainOverrides:
             return {"protocol": "random", "accuracy": 1.0, "macro_f1": 1.0}
 
         monkeypatch.setattr(model.evaluation, "compare_models", fake_compare)
-        args = [
-            "evaluate",
-            "model",
-            "--protocol",
-            "random",
-            "--json",
-            str(tmp_path / "t.json"),
-            "--lr",
-            "0.01",
-        ]
+        args = _random_comparison(tmp_path)
         result = CliRunner().invoke(cli, [*args, "--set", "lead-dropout=0", "--set", "conv-channels=64"])
         assert result.exit_code == 0, result.output
         cfg = seen["config"]
@@ -257,16 +253,7 @@ class TestTrainOverrides:
         ],
     )
     def test_exceptions(self, setting: str, message: str, tmp_path: Path) -> None:
-        args = [
-            "evaluate",
-            "model",
-            "--protocol",
-            "random",
-            "--json",
-            str(tmp_path / "t.json"),
-            "--lr",
-            "0.01",
-        ]
+        args = _random_comparison(tmp_path)
         result = CliRunner().invoke(cli, [*args, "--set", setting])
         assert result.exit_code == 2
         assert message in result.output.replace("\n", " ")
