@@ -425,8 +425,9 @@ def load_record_beats(
         # a name of this process's own: parallel runs (folds, grid jobs) may build the same record at once
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
         try:
-            arrays = {"windows": out.windows, "rr": out.rr, "labels": out.labels, "r_peaks": out.r_peaks}
-            np.savez(tmp, **arrays, missed=missed)
+            np.savez(
+                tmp, windows=out.windows, rr=out.rr, labels=out.labels, r_peaks=out.r_peaks, missed=missed
+            )
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
