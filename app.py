@@ -92,6 +92,10 @@ def data_where(data_dir: Path | None) -> None:
 # train -----------------------------------------------------------------------
 
 
+#: Click parameter types of the scalar :class:`model.training.TrainConfig` fields, by annotation.
+_FIELD_TYPES: dict[str, click.ParamType] = {"bool": click.BOOL, "int": click.INT, "float": click.FLOAT}
+
+
 def _train_options(func: Any) -> Any:
     """Add one option per :class:`model.training.TrainConfig` field (the paper's defaults).
 
@@ -112,10 +116,9 @@ def _train_options(func: Any) -> Any:
             text = ",".join(str(v) for v in default) if default is not None else ""
             func = click.option(name, f.name, default=text, show_default=True, help="comma-separated")(func)
         else:
-            types: dict[str, Any] = {"int": int, "float": float, "str": str}
-            func = click.option(name, f.name, type=types.get(kind, str), default=default, show_default=True)(
-                func
-            )
+            func = click.option(
+                name, f.name, type=_FIELD_TYPES.get(kind, click.STRING), default=default, show_default=True
+            )(func)
     return func
 
 
@@ -133,7 +136,8 @@ def _train_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``KEY=VALUE`` texts -> typed :class:`model.training.TrainConfig` field values.
 
     Keys are field names or their option spellings (``lead-dropout``);
-    booleans take true/false/1/0/yes/no. Raises :class:`click.BadParameter`
+    values are parsed as the `train` options parse them (booleans: true/false,
+    1/0, yes/no, on/off). Raises :class:`click.BadParameter`
     naming the key or value at fault.
     """
     import dataclasses
@@ -155,14 +159,11 @@ def _train_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
             )
         kind, text = str(fields[name].type), text.strip()
         try:
-            if kind == "bool":
-                flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-                out[name] = flags[text.lower()]
-            elif kind.startswith("tuple"):
+            if kind.startswith("tuple"):
                 out[name] = _tuple_value(fields[name], text)
             else:
-                out[name] = {"int": int, "float": float}.get(kind, str)(text)
-        except (KeyError, ValueError):
+                out[name] = _FIELD_TYPES.get(kind, click.STRING).convert(text, None, None)
+        except (click.BadParameter, ValueError):
             raise click.BadParameter(f"{name}: {text!r} is not a valid {kind}", param_hint="--set") from None
     return out
 
