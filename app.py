@@ -125,7 +125,10 @@ def _train_options(func: Any) -> Any:
 def _tuple_value(field: Any, text: str) -> tuple[Any, ...]:
     """A comma-separated CLI value of a tuple field of :class:`model.training.TrainConfig`."""
     items = _split(text)
-    return tuple(int(v) for v in items) if "int" in str(field.type) else tuple(items)
+    kind = str(field.type)
+    if "int" in kind:
+        return tuple(int(v) for v in items)
+    return tuple(float(v) for v in items) if "float" in kind else tuple(items)
 
 
 #: Fields `evaluate model --set` may not change: each comparison run sets them itself.
@@ -179,14 +182,23 @@ def train(out: Path, grid: bool, grid_epochs: int, **fields: Any) -> None:
     """Train a beat classifier (default: CNN-LSTM on DS1, validation records from DS1)."""
     import dataclasses
 
+    from model.data import PreprocessConfig
     from model.training import TrainConfig, grid_search
     from model.training import train as train_model
 
     values: dict[str, Any] = {}
     for f in dataclasses.fields(TrainConfig):
         value = fields[f.name]
-        values[f.name] = _tuple_value(f, value) if str(f.type).startswith("tuple") else value
-    config = TrainConfig(**values)
+        try:
+            values[f.name] = _tuple_value(f, value) if str(f.type).startswith("tuple") else value
+        except ValueError:
+            message = f"{value!r} is not a comma-separated {f.type}"
+            raise click.BadParameter(message, param_hint=f.name) from None
+    try:
+        config = TrainConfig(**values)
+        config.model_config(PreprocessConfig(n_leads=config.n_leads))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     if grid:
         rows = grid_search(config, out_csv=out.with_suffix(".csv"), max_epochs=grid_epochs)
@@ -207,6 +219,27 @@ def train(out: Path, grid: bool, grid_epochs: int, **fields: Any) -> None:
                 f"{summary.get('train_seconds', 0.0):.0f} s without validation records; last epoch kept"
             )
         click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Ensemble checkpoint file."
+)
+def ensemble(runs: tuple[Path, ...], out: Path) -> None:
+    """Join RUNS (one setting, different --seed) into one seed-ensemble checkpoint.
+
+    The ensemble averages its members' class probabilities; every command
+    that takes a checkpoint (evaluate model, serve, replay) takes it.
+    """
+    from model.checkpoint import ensemble_checkpoints, save_checkpoint
+
+    try:
+        ckpt = ensemble_checkpoints(runs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="RUNS") from exc
+    save_checkpoint(ckpt, out)
+    click.echo(f"wrote {out}: {ckpt.members} x {ckpt.model_name}")
 
 
 # serve and replay ------------------------------------------------------------
@@ -771,6 +804,53 @@ def evaluate_folds_cmd(
         f"mean from epoch {from_epoch}: {result['mean']:.1f} +/- {result['sd']:.1f}; "
         f"best {result['best_score']:.1f} at epoch {result['best_epoch']}"
     )
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+        click.echo(f"wrote {json_path}")
+
+
+@evaluate.command("terms")
+@_DATA_DIR
+@click.option(
+    "--folds",
+    default=None,
+    help="Records held out together: comma-separated records, folds separated by ';' "
+    "(default: the four DS1 folds, model.data.DS1_FOLDS).",
+)
+@click.option(
+    "--class-weight-power",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    help="Class weights (n_max / n_c) ** power, capped at 20.",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def evaluate_terms_cmd(
+    data_dir: Path | None, folds: str | None, class_weight_power: float, json_path: Path | None
+) -> None:
+    """Score the hand-measured head terms alone on held-out DS1 folds (the networks' reference).
+
+    A class-weighted logistic regression on the RR, irregularity and shape
+    terms that `--rr-skip --rr-irregularity --shape-skip` hand to the heads,
+    fitted on the other folds' records and scored on each fold, the held-out
+    confusions summed like `evaluate folds`.
+    """
+    from model.data import DS1_FOLDS
+    from model.evaluation import terms_baseline
+
+    fold_list = DS1_FOLDS
+    if folds is not None:
+        fold_list = tuple(
+            tuple(r.strip() for r in f.split(",") if r.strip()) for f in folds.split(";") if f.strip()
+        )
+    try:
+        result = terms_baseline(fold_list, data_dir=data_dir, class_weight_power=class_weight_power)
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--folds") from exc
+    per = result["classes"]
+    click.echo(f"score {result['score']:.1f} (mean F1 of N, S, V), accuracy {result['accuracy']:.1f}")
+    for c in ("N", "S", "V", "F"):
+        click.echo(f"  {c}: Se {per[c]['se']:5.1f}  +P {per[c]['ppv']:5.1f}  F1 {per[c]['f1']:5.1f}")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))

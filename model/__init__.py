@@ -4,7 +4,8 @@ The public surface of the package; see each module for details:
 :mod:`model.cnn_lstm` (the network, eqs. 10-16), :mod:`model.baselines`,
 :mod:`model.registry`, :mod:`model.losses` (eq. 17), :mod:`model.data`
 (beats and splits), :mod:`model.training`, :mod:`model.evaluation`,
-:mod:`model.metrics`, :mod:`model.checkpoint` and :mod:`model.inference`.
+:mod:`model.metrics`, :mod:`model.checkpoint`, :mod:`model.ensemble` (seed
+ensembles) and :mod:`model.inference`.
 
 References
 ----------
@@ -18,6 +19,7 @@ from model.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     Checkpoint,
+    ensemble_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
@@ -31,10 +33,13 @@ from model.cnn_lstm import (
     MultiScaleBeatEncoder,
     RRInputs,
     dilation_for,
+    shape_payload,
+    shape_terms,
 )
 from model.data import (
     CAUSAL_RR_COLUMNS,
     DEFAULT_VALIDATION_RECORDS,
+    DS1_FOLDS,
     FALSE_DETECTION,
     NON_PACED_RECORDS,
     PEAK_SOURCES,
@@ -52,6 +57,7 @@ from model.data import (
     resample_windows,
     rr_columns,
 )
+from model.ensemble import SeedEnsemble
 from model.evaluation import (
     EVAL_PROTOCOLS,
     compare_models,
@@ -64,6 +70,7 @@ from model.evaluation import (
     pooled_folds,
     result_from_confusion,
     summarise_runs,
+    terms_baseline,
 )
 from model.inference import (
     SHIPPED_WEIGHTS,
@@ -107,6 +114,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "CNNLSTM",
     "DEFAULT_VALIDATION_RECORDS",
+    "DS1_FOLDS",
     "EVAL_PROTOCOLS",
     "FALSE_DETECTION",
     "GRID",
@@ -134,6 +142,7 @@ __all__ = [
     "RRInputs",
     "RawBeatEncoder",
     "RecordBeats",
+    "SeedEnsemble",
     "Split",
     "TrainConfig",
     "TrainData",
@@ -152,6 +161,7 @@ __all__ = [
     "early_alarm_loss",
     "early_alarm_report",
     "ec57_gross",
+    "ensemble_checkpoints",
     "evaluate_model",
     "finished_run",
     "get_model",
@@ -177,9 +187,12 @@ __all__ = [
     "rr_columns",
     "save_checkpoint",
     "select_device",
+    "shape_payload",
+    "shape_terms",
     "summarise_runs",
     "summary_metrics",
     "temporal_consistency",
+    "terms_baseline",
     "total_loss",
     "train",
 ]

@@ -30,6 +30,7 @@ from model.cnn_lstm import (
     ModelConfig,
     MultiScaleBeatEncoder,
     RRInputs,
+    shape_payload,
 )
 
 __all__ = ["CNNOnly", "LSTMOnly", "RawBeatEncoder"]
@@ -60,15 +61,19 @@ class RawBeatEncoder(nn.Module):
             nn.Linear(n_pooled, config.hidden), nn.ReLU(), nn.Dropout(config.dropout)
         )
         self.rr_inputs = RRInputs(config)
+        self.config = config
+        #: What the sequence model reads; :attr:`ModelConfig.n_payload` more columns follow.
         self.out_features = config.hidden + self.rr_inputs.out_features
 
     def forward(self, windows: Tensor, rr: Tensor, lead_mask: Tensor | None = None) -> Tensor:
-        """``windows`` (B, T, L, W), ``rr`` (B, T, 7) -> (B, T, D)."""
+        """``windows`` (B, T, L, W), ``rr`` (B, T, 7) -> (B, T, D + n_payload)."""
         b, t, _, w = windows.shape
-        z = self.pool(self.attention(windows, lead_mask).reshape(b * t, 1, w)).reshape(
-            b, t, -1
-        )  # (B, T, W/4)
-        return torch.cat([self.project(z), self.rr_inputs(rr)], dim=-1)
+        fused = self.attention(windows, lead_mask)  # (B, T, W)
+        z = self.pool(fused.reshape(b * t, 1, w)).reshape(b, t, -1)  # (B, T, W/4)
+        parts = [self.project(z), self.rr_inputs(rr)]
+        if self.config.shape_skip:
+            parts.append(shape_payload(fused, self.config))
+        return torch.cat(parts, dim=-1)
 
 
 class LSTMOnly(BeatSequenceModel):

@@ -8,6 +8,7 @@ loading never runs pickled code.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,19 @@ import torch
 
 from model.cnn_lstm import BeatSequenceModel, ModelConfig
 from model.data import PreprocessConfig, Split
+from model.ensemble import SeedEnsemble
 from model.registry import get_model
 from sigproc.beats import RR_FEATURE_NAMES
 from sigproc.records import AAMI_CLASSES
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "Checkpoint",
+    "ensemble_checkpoints",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 #: Identifies the file type.
 CHECKPOINT_FORMAT = "cardiac-monitor/beat-classifier"
@@ -50,6 +59,9 @@ class Checkpoint:
         Validation (and test, when known) numbers, plain types.
     train_config : dict
         The training settings, plain types.
+    members : int
+        Networks in ``state_dict``: 1, or a :class:`model.ensemble.SeedEnsemble`
+        of that many seeds (keys ``members.<i>.``; see :func:`ensemble_checkpoints`).
     """
 
     model_name: str
@@ -60,12 +72,53 @@ class Checkpoint:
     label_map: list[str] = field(default_factory=lambda: list(AAMI_CLASSES))
     metrics: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
+    members: int = 1
 
     def build(self) -> BeatSequenceModel:
         """The network with these weights, in eval mode on the CPU."""
-        net = get_model(self.model_name, self.model_config)
+        if self.members == 1:
+            net = get_model(self.model_name, self.model_config)
+        else:
+            net = SeedEnsemble([get_model(self.model_name, self.model_config) for _ in range(self.members)])
         net.load_state_dict(self.state_dict)
         return net.eval()
+
+
+def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
+    """One checkpoint of a :class:`model.ensemble.SeedEnsemble` of the runs at ``paths``.
+
+    The runs must share the network, its configuration, the preprocessing
+    and the split (the same training settings with different seeds); their
+    metrics and training settings are kept per member.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two runs are given, a run is itself an ensemble, or the
+        runs differ in what they must share.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"an ensemble needs at least two runs, got {len(paths)}")
+    runs = [load_checkpoint(p) for p in paths]
+    first = runs[0]
+    for path, run in zip(paths, runs, strict=True):
+        if run.members != 1:
+            raise ValueError(f"{path} is already an ensemble of {run.members}")
+        for name in ("model_name", "model_config", "preprocess", "split", "label_map"):
+            if getattr(run, name) != getattr(first, name):
+                raise ValueError(f"{path} differs from {paths[0]} in {name}; ensemble runs of one setting")
+    state = {f"members.{i}.{k}": v for i, run in enumerate(runs) for k, v in run.state_dict.items()}
+    return Checkpoint(
+        model_name=first.model_name,
+        model_config=first.model_config,
+        preprocess=first.preprocess,
+        state_dict=state,
+        split=first.split,
+        label_map=first.label_map,
+        metrics={"members": [run.metrics for run in runs], "member_files": [Path(p).name for p in paths]},
+        train_config={"members": [run.train_config for run in runs]},
+        members=len(runs),
+    )
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
@@ -85,6 +138,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
         "metrics": ckpt.metrics,
         "train_config": ckpt.train_config,
         "state_dict": {k: v.detach().cpu().clone() for k, v in ckpt.state_dict.items()},
+        "members": ckpt.members,
     }
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -125,4 +179,5 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         label_map=[str(c) for c in raw["label_map"]],
         metrics=dict(raw["metrics"]),
         train_config=dict(raw["train_config"]),
+        members=int(raw.get("members", 1)),
     )

@@ -64,12 +64,20 @@ __all__ = [
     "MultiScaleBeatEncoder",
     "RRInputs",
     "dilation_for",
+    "shape_payload",
+    "shape_terms",
 ]
 
 LSTMState = tuple[Tensor, Tensor]
 
 #: How the RR features enter the network (:class:`RRInputs`).
 RR_MODES: tuple[str, ...] = ("raw", "relative")
+
+#: The shape terms' segment around the R peak, in seconds before and after it.
+SHAPE_BEFORE_S, SHAPE_AFTER_S = 0.15, 0.25
+
+#: Terms of :func:`shape_terms`: two QRS widths, template correlation and RMS difference.
+N_SHAPE_TERMS = 4
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,19 @@ class ModelConfig:
         context's beats up to ``t``, and its products with the beat's
         ratios ``i_t * r_t``: in atrial fibrillation every beat looks
         premature to a ratio rule, but the irregularity gives it away.
+    shape_skip : bool
+        With ``rr_skip``, the heads also read four hand-measured, patient-
+        relative shape terms of each beat (:func:`shape_terms`): two QRS
+        widths (what separates a wide ventricular beat from a narrow
+        supraventricular one in any patient) and the beat's correlation and
+        relative RMS difference with the median of the beats before it in
+        its context (does it look like this patient's usual beat, whatever
+        that is), with their products with the prematurity ``r_t[0]`` and
+        their squares. Measured on the lead-fused window, not learnt.
+    r_position : float
+        Share of the window before the R peak
+        (:attr:`model.data.PreprocessConfig.pre_fraction`); where
+        :func:`shape_payload` looks for the QRS complex.
     morphology_dropout : float
         In training, the probability that a beat's convolutional features
         (the pooled morphology of eq. 14) are zeroed as a whole, leaving the
@@ -166,6 +187,8 @@ class ModelConfig:
     context_contrast: bool = False
     rr_skip: bool = False
     rr_irregularity: bool = False
+    shape_skip: bool = False
+    r_position: float = 0.4
     morphology_dropout: float = 0.0
     class_offsets: tuple[float, ...] = ()
 
@@ -176,6 +199,10 @@ class ModelConfig:
             raise ValueError(f"`rr_skip` needs `rr_mode='relative'`, got {self.rr_mode!r}")
         if self.rr_irregularity and not self.rr_skip:
             raise ValueError("`rr_irregularity` needs `rr_skip`")
+        if self.shape_skip and not self.rr_skip:
+            raise ValueError("`shape_skip` needs `rr_skip`")
+        if not 0.0 < self.r_position < 1.0:
+            raise ValueError(f"`r_position` must be in (0, 1), got {self.r_position}")
         if not 0.0 <= self.morphology_dropout < 1.0:
             raise ValueError(f"`morphology_dropout` must be in [0, 1), got {self.morphology_dropout}")
         if self.class_offsets and len(self.class_offsets) != self.n_classes:
@@ -195,10 +222,30 @@ class ModelConfig:
         return 5 if self.use_post_rr else 3
 
     @property
+    def shape_segment(self) -> tuple[int, int]:
+        """Window samples ``[start, stop)`` that :func:`shape_payload` keeps: R - 0.15 s to R + 0.25 s."""
+        r = round(self.r_position * self.n_window)
+        before, after = round(SHAPE_BEFORE_S * self.fs), round(SHAPE_AFTER_S * self.fs)
+        return max(0, r - before), min(self.n_window, r + after)
+
+    @property
+    def n_payload(self) -> int:
+        """Columns the encoders append for :func:`shape_terms` (0 without ``shape_skip``)."""
+        if not self.shape_skip:
+            return 0
+        start, stop = self.shape_segment
+        return 1 + stop - start
+
+    @property
     def head_features(self) -> int:
         """Width of what the heads read: the sequence state, and with ``rr_skip`` the RR terms."""
         r = self.n_rr_ratios
-        return self.hidden + (2 * r if self.rr_skip else 0) + (1 + r if self.rr_irregularity else 0)
+        return (
+            self.hidden
+            + (2 * r if self.rr_skip else 0)
+            + (1 + r if self.rr_irregularity else 0)
+            + (3 * N_SHAPE_TERMS if self.shape_skip else 0)
+        )
 
     def to_dict(self) -> dict[str, object]:
         """Plain-type form for checkpoints."""
@@ -220,6 +267,60 @@ class ModelConfig:
         if "class_offsets" in kw:
             kw["class_offsets"] = tuple(float(v) for v in kw["class_offsets"])  # type: ignore[attr-defined]
         return cls(**kw)  # type: ignore[arg-type]
+
+
+def shape_payload(z: Tensor, config: ModelConfig) -> Tensor:
+    """What :func:`shape_terms` needs of each beat: the window's median and the segment around R.
+
+    ``z`` (B, T, W), the lead-fused windows -> (B, T, :attr:`ModelConfig.n_payload`). Per beat,
+    so the inference code can encode each beat once; the terms that compare
+    a beat with its context are computed over the context by :func:`shape_terms`.
+    """
+    start, stop = config.shape_segment
+    baseline = z.median(dim=-1, keepdim=True).values  # (B, T, 1)
+    return torch.cat([baseline, z[..., start:stop]], dim=-1).detach()
+
+
+def shape_terms(payload: Tensor, fs: float) -> Tensor:
+    """Four hand-measured shape terms (B, T, 4) of each beat from :func:`shape_payload` (B, T, 1 + S).
+
+    * the active QRS width: the time within R - 0.15 s .. R + 0.25 s that the
+      slope exceeds a quarter of its largest value;
+    * the equivalent width: the area of ``|x - median|`` over the segment
+      divided by its peak, in seconds;
+    * ``atanh`` of the correlation of the segment with the sample-wise median
+      of the segments of the beats before it in the sequence (the first beat
+      is compared with itself);
+    * the log RMS of the difference from that template, relative to the
+      template's RMS.
+
+    Widths enter as ``2 log(width / 0.1 s)``, so a normal QRS sits near 0
+    and a wide one (> 0.12 s) above. The median template is the beats'
+    usual shape even when a third of them are ectopic, and it is the
+    patient's own, so a beat unlike it stands out in any patient.
+    """
+    baseline, seg = payload[..., :1], payload[..., 1:]  # (B, T, 1), (B, T, S)
+    slope = (seg[..., 1:] - seg[..., :-1]).abs()
+    active = (slope > 0.25 * slope.amax(dim=-1, keepdim=True)).sum(dim=-1).to(seg.dtype) / fs
+    dev = (seg - baseline).abs()
+    equivalent = dev.sum(dim=-1) / dev.amax(dim=-1).clamp(min=1e-6) / fs
+    t = seg.shape[1]
+    templates = [seg[:, :1]]  # the first beat has no earlier beat: itself
+    templates += [seg[:, :k].median(dim=1, keepdim=True).values for k in range(1, t)]
+    template = torch.cat(templates, dim=1)  # (B, T, S), from beats before t only
+    a = seg - seg.mean(dim=-1, keepdim=True)
+    b = template - template.mean(dim=-1, keepdim=True)
+    corr = (a * b).sum(dim=-1) / ((a * a).sum(dim=-1) * (b * b).sum(dim=-1)).clamp(min=1e-12).sqrt()
+    rms = ((seg - template) ** 2).mean(dim=-1) / (template**2).mean(dim=-1).clamp(min=1e-9)
+    return torch.stack(
+        [
+            2 * torch.log(active.clamp(min=1.0 / fs) / 0.1),
+            2 * torch.log(equivalent.clamp(min=1.0 / fs) / 0.1),
+            torch.atanh(corr.clamp(-0.999, 0.999)),
+            0.5 * torch.log(rms + 1e-6),
+        ],
+        dim=-1,
+    )
 
 
 class ModelOutput(NamedTuple):
@@ -355,6 +456,7 @@ class MultiScaleBeatEncoder(nn.Module):
             nn.ReLU(),
         )
         self.rr_inputs = RRInputs(c)
+        #: What the sequence model reads; :attr:`ModelConfig.n_payload` more columns follow.
         self.out_features = c.conv_channels + self.rr_inputs.out_features
         self._fused: tuple[list[nn.Conv1d], nn.Conv1d, nn.Conv1d] | None = None
 
@@ -378,7 +480,10 @@ class MultiScaleBeatEncoder(nn.Module):
         p = self.config.morphology_dropout
         if self.training and p > 0:  # whole beats lose their morphology, not single features
             g = g * (torch.rand(b, t, 1, device=g.device) >= p).to(g.dtype) / (1.0 - p)
-        return torch.cat([g, self.rr_inputs(rr)], dim=-1)  # (B, T, D), eq. 14
+        parts = [g, self.rr_inputs(rr)]  # eq. 14
+        if self.config.shape_skip:
+            parts.append(shape_payload(z.reshape(b, t, w), self.config))
+        return torch.cat(parts, dim=-1)  # (B, T, D + n_payload)
 
     def fuse(self) -> None:
         """Fold the batch norms into the convolutions for faster inference.
@@ -475,13 +580,19 @@ class BeatSequenceModel(nn.Module):
         """What the heads read (B, T, :attr:`ModelConfig.head_features`) from features (B, T, D).
 
         The sequence state of :meth:`sequence` and, with ``rr_skip``, the
-        beat's own RR ratios and their squares (and with ``rr_irregularity``
-        the context's irregularity and its products with the ratios); the
-        carried state is the sequence model's alone, so the stateful call is
-        unchanged. Like the context contrast, the irregularity starts at the
+        beat's own RR ratios and their squares (with ``rr_irregularity``
+        the context's irregularity and its products with the ratios, with
+        ``shape_skip`` the :func:`shape_terms`, their products with the
+        prematurity and their squares); the carried state is the sequence
+        model's alone, so the stateful call is unchanged. Like the context
+        contrast, the irregularity and the shape template start at the
         first beat of ``features``, which every caller makes the beat's
         whole context.
         """
+        n_payload = self.config.n_payload
+        payload = features[..., -n_payload:] if n_payload else None
+        if payload is not None:
+            features = features[..., :-n_payload]
         s, new_state = self.sequence(features, state)  # (B, T, hidden)
         if self.config.rr_skip:
             r = features[..., -self.config.n_rr_ratios :]  # the encoders put the RR inputs last
@@ -492,6 +603,9 @@ class BeatSequenceModel(nn.Module):
                 n = torch.arange(r.shape[1], device=r.device, dtype=r.dtype).clamp(min=1)
                 irregularity = step.cumsum(dim=1) / n[None, :, None]  # (B, T, 1)
                 terms += [irregularity, irregularity * r]
+            if payload is not None:
+                m = shape_terms(payload, self.config.fs)  # (B, T, 4)
+                terms += [m, m * r[..., :1], m * m / 2]
             s = torch.cat(terms, dim=-1)
         return s, new_state
 

@@ -68,6 +68,7 @@ from sigproc.scoring import match_beats
 __all__ = [
     "CAUSAL_RR_COLUMNS",
     "DEFAULT_VALIDATION_RECORDS",
+    "DS1_FOLDS",
     "FALSE_DETECTION",
     "NON_PACED_RECORDS",
     "PEAK_SOURCES",
@@ -93,6 +94,16 @@ NON_PACED_RECORDS: tuple[str, ...] = tuple(r for r in MITDB_RECORDS if r not in 
 #: hold about 280 S and 1,200 V beats of DS1 without taking record 209, the
 #: richest source of S beats, away from training.
 DEFAULT_VALIDATION_RECORDS: tuple[str, ...] = ("101", "106", "118", "207", "223")
+
+#: The four leave-records-out folds over DS1 that score inter-patient candidates
+#: (``train --validation-records <fold>``, then ``evaluate folds``): each holds
+#: one or two of the S-rich records, and every DS1 record is held out once.
+DS1_FOLDS: tuple[tuple[str, ...], ...] = (
+    ("209", "119", "101", "112", "115"),
+    ("207", "118", "106", "122", "230"),
+    ("220", "223", "208", "114", "116"),
+    ("201", "124", "203", "205", "215", "108", "109"),
+)
 
 #: Columns of :data:`sigproc.beats.RR_FEATURE_NAMES` that need no look-ahead.
 CAUSAL_RR_COLUMNS: tuple[int, ...] = tuple(

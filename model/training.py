@@ -131,11 +131,18 @@ class TrainConfig:
     rr_irregularity : bool
         With ``rr_skip``, the heads also read the rhythm's irregularity over
         the context (:attr:`model.cnn_lstm.ModelConfig.rr_irregularity`).
+    shape_skip : bool
+        With ``rr_skip``, the heads also read hand-measured QRS widths and
+        the beat's likeness to the median of the beats before it
+        (:attr:`model.cnn_lstm.ModelConfig.shape_skip`).
     morphology_dropout : float
         Probability that a training beat's pooled convolutional features are
         zeroed (:attr:`model.cnn_lstm.ModelConfig.morphology_dropout`).
     class_weight_power, class_weight_cap : float
         Class weighting of the cross-entropy (:func:`model.losses.class_weights_from_counts`).
+    class_weight_caps : tuple of float
+        One cap per class (N, S, V, F, Q) in place of ``class_weight_cap``;
+        empty for the single cap.
     w_binary, w_temporal, w_early, early_emphasis, w_symmetry, w_tv : float
         Loss term weights (:class:`model.losses.LossConfig`); ``l2`` is ``w_l2``.
     validation_records : tuple of str
@@ -208,9 +215,11 @@ class TrainConfig:
     context_contrast: bool = False
     rr_skip: bool = False
     rr_irregularity: bool = False
+    shape_skip: bool = False
     morphology_dropout: float = 0.0
     class_weight_power: float = 0.5
     class_weight_cap: float = 20.0
+    class_weight_caps: tuple[float, ...] = ()
     w_binary: float = 0.5
     w_temporal: float = 0.1
     w_early: float = 0.5
@@ -231,6 +240,13 @@ class TrainConfig:
     swa_start: int = 0
     augment: bool = False
 
+    def __post_init__(self) -> None:
+        if self.class_weight_caps and len(self.class_weight_caps) != len(AAMI_CLASSES):
+            raise ValueError(
+                f"`class_weight_caps` needs one cap per class {AAMI_CLASSES}, "
+                f"got {len(self.class_weight_caps)}"
+            )
+
     def model_config(self, preprocess: PreprocessConfig) -> ModelConfig:
         """The network configuration these settings imply."""
         return ModelConfig(
@@ -248,6 +264,8 @@ class TrainConfig:
             context_contrast=self.context_contrast,
             rr_skip=self.rr_skip,
             rr_irregularity=self.rr_irregularity,
+            shape_skip=self.shape_skip,
+            r_position=preprocess.pre_fraction,
             morphology_dropout=self.morphology_dropout,
         )
 
@@ -355,7 +373,9 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
     counts = np.bincount(data.train.labels[data.train.labels >= 0], minlength=len(AAMI_CLASSES))
     loss_cfg = LossConfig(
         class_weights=class_weights_from_counts(
-            counts.tolist(), power=config.class_weight_power, cap=config.class_weight_cap
+            counts.tolist(),
+            power=config.class_weight_power,
+            cap=config.class_weight_caps or config.class_weight_cap,
         ),
         w_binary=config.w_binary,
         w_temporal=config.w_temporal,

@@ -156,6 +156,22 @@ class TestTrainCli:
         assert exc.value.code == 2
         assert "must come from DS1" in capsys.readouterr().err
 
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--class-weight-caps", "20,1"], "`class_weight_caps` needs one cap per class"),
+            (["--class-weight-caps", "20,x,1,1,1"], "'20,x,1,1,1' is not a comma-separated tuple"),
+            (["--shape-skip"], "`shape_skip` needs `rr_skip`"),
+        ],
+    )
+    def test_bad_settings(self, args: list[str], message: str, tmp_path: Path) -> None:
+        """Named before any data is read or anything is written."""
+        out = tmp_path / "x.pt"
+        result = CliRunner().invoke(cli, ["train", *args, "--out", str(out)])
+        assert result.exit_code == 2
+        assert message in result.output.replace("\n", " ")
+        assert not out.exists()
+
 
 class TestUserCli:
     def test_basic(self, tmp_path: Path) -> None:
@@ -213,7 +229,14 @@ class TestTrainOverrides:
         from app import _train_overrides
 
         got = _train_overrides(
-            ("lead-dropout=0", "conv_channels=64", "rr_skip=yes", "rr-mode=relative", "horizons=1,2")
+            (
+                "lead-dropout=0",
+                "conv_channels=64",
+                "rr_skip=yes",
+                "rr-mode=relative",
+                "horizons=1,2",
+                "class-weight-caps=20, 20,5,1,1",
+            )
         )
         assert got == {
             "lead_dropout": 0.0,
@@ -221,6 +244,7 @@ class TestTrainOverrides:
             "rr_skip": True,
             "rr_mode": "relative",
             "horizons": (1, 2),
+            "class_weight_caps": (20.0, 20.0, 5.0, 1.0, 1.0),
         }
         assert isinstance(got["lead_dropout"], float)
 

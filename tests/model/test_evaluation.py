@@ -13,7 +13,7 @@ import pytest
 
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
-from model.data import PreprocessConfig, RecordBeats, random_split
+from model.data import PreprocessConfig, RecordBeats, load_records, random_split
 from model.evaluation import (
     _with_detection_errors,
     compare_models,
@@ -25,6 +25,7 @@ from model.evaluation import (
     plot_confusion,
     pooled_folds,
     result_from_confusion,
+    terms_baseline,
 )
 from model.registry import get_model
 from model.training import TrainConfig
@@ -187,6 +188,46 @@ class TestPooledFolds:
         result = CliRunner().invoke(cli, ["evaluate", "folds", str(a), str(bad)])
         assert result.exit_code == 2
         assert "differ in length" in result.output
+
+
+class TestTermsBaseline:
+    def test_basic(self, data_dir: Path) -> None:
+        """Every labelled beat of the held-out records scored once; V found in patients never seen."""
+        folds = [("119",), ("208",), ("106",)]
+        res = terms_baseline(folds, data_dir=data_dir)
+        labelled = sum(
+            int((rb.labels >= 0).sum()) for rb in load_records(["119", "208", "106"], data_dir=data_dir)
+        )
+        assert np.asarray(res["confusion"]).sum() == labelled
+        assert res["protocol"] == "terms"
+        assert res["folds"] == [list(f) for f in folds]
+        assert res["classes"]["V"]["se"] > 80
+        assert res["classes"]["V"]["ppv"] > 80
+        assert res["score"] == pytest.approx(
+            np.mean([res["classes"][c]["f1"] for c in ("N", "S", "V")]), abs=1e-9
+        )
+
+    def test_exceptions(self, data_dir: Path) -> None:
+        with pytest.raises(ValueError, match="at least two folds, got 1"):
+            terms_baseline([("119", "208")], data_dir=data_dir)
+        with pytest.raises(ValueError, match=r"a record is in two folds: \['119'\]"):
+            terms_baseline([("119",), ("208", "119")], data_dir=data_dir)
+
+    def test_cli(self, data_dir: Path, tmp_path: Path) -> None:
+        from click.testing import CliRunner
+
+        from app import cli
+
+        out = tmp_path / "terms.json"
+        args = ["evaluate", "terms", "--data-dir", str(data_dir), "--folds", "119; 208", "--json", str(out)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "score " in result.output
+        assert "  V: Se" in result.output
+        assert json.loads(out.read_text())["folds"] == [["119"], ["208"]]
+        result = CliRunner().invoke(cli, ["evaluate", "terms", "--data-dir", str(data_dir), "--folds", "119"])
+        assert result.exit_code == 2
+        assert "at least two folds" in result.output
 
 
 class TestFinishedRun:

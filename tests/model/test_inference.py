@@ -19,13 +19,17 @@ from sigproc.filters import StreamingFilter
 from sigproc.records import AAMI_CLASSES, load_record
 
 
-@pytest.fixture(params=["raw", "relative+contrast", "relative+contrast+skip+irregularity"])
+@pytest.fixture(
+    params=["raw", "relative+contrast", "relative+contrast+skip+irregularity", "relative+skip+shape"]
+)
 def classifier(request: pytest.FixtureRequest, tiny_config: ModelConfig, tmp_path: Path) -> BeatClassifier:
-    """A tiny CNN-LSTM as a checkpoint: raw RR inputs, relative RR with context contrast, and RR skip."""
+    """A tiny CNN-LSTM as a checkpoint: raw RR, relative RR with context contrast, RR skip, shape terms."""
     if request.param != "raw":
-        tiny_config = replace(tiny_config, rr_mode="relative", context_contrast=True)
+        tiny_config = replace(tiny_config, rr_mode="relative", context_contrast="contrast" in request.param)
     if request.param.endswith("irregularity"):
         tiny_config = replace(tiny_config, rr_skip=True, rr_irregularity=True)
+    if request.param.endswith("shape"):
+        tiny_config = replace(tiny_config, rr_skip=True, shape_skip=True)
     torch.manual_seed(0)
     net = get_model("cnn_lstm", tiny_config)
     pre = PreprocessConfig(fs=tiny_config.fs, window_s=tiny_config.n_window / tiny_config.fs)

@@ -117,6 +117,17 @@ class TestClassWeights:
     def test_edge_cases(self) -> None:
         assert class_weights_from_counts([10_000, 1], power=1.0, cap=50.0)[1] == 50.0
 
+    def test_per_class_caps(self) -> None:
+        """One cap per class: (400 / n) ** 1 = 1, 4, 8, 400, and the absent class its own cap."""
+        got = class_weights_from_counts([400, 100, 50, 1, 0], power=1.0, cap=(20.0, 20.0, 5.0, 1.0, 2.0))
+        assert got == pytest.approx((1.0, 4.0, 5.0, 1.0, 2.0))
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(ValueError, match=r"`cap` needs one value per class \(3\), got 2"):
+            class_weights_from_counts([10, 5, 1], cap=(1.0, 2.0))
+        with pytest.raises(ValueError, match="class weight caps must be positive"):
+            class_weights_from_counts([10, 5, 1], cap=(1.0, 0.0, 2.0))
+
 
 class TestTotalLoss:
     def test_weights_combine(self, tiny_config: ModelConfig) -> None:

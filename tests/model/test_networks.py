@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from model.cnn_lstm import CNNLSTM, LeadAttention, ModelConfig, MultiScaleBeatEncoder, RRInputs, dilation_for
+from model.cnn_lstm import (
+    CNNLSTM,
+    LeadAttention,
+    ModelConfig,
+    MultiScaleBeatEncoder,
+    RRInputs,
+    dilation_for,
+    shape_payload,
+    shape_terms,
+)
 from model.registry import MODEL_ALIASES, get_model, list_models
 
 
@@ -76,8 +86,6 @@ class TestForward:
 class TestPostRRSwitch:
     def test_basic(self, tiny_config: ModelConfig) -> None:
         """With ``use_post_rr=False`` the look-ahead columns are ignored."""
-        from dataclasses import replace
-
         torch.manual_seed(0)
         net = get_model("cnn_lstm", replace(tiny_config, use_post_rr=False)).eval()
         x = torch.randn(1, 4, 2, tiny_config.n_window)
@@ -215,6 +223,75 @@ class TestRRSkip:
             replace(tiny_config, rr_skip=True)
         with pytest.raises(ValueError, match="`rr_irregularity` needs `rr_skip`"):
             replace(tiny_config, rr_mode="relative", rr_irregularity=True)
+
+
+def _triangle() -> torch.Tensor:
+    """A 30-sample segment: zero, a triangle rising 0.1 per sample to 1 and falling back, zero."""
+    up = torch.arange(1, 11, dtype=torch.float64) / 10  # 0.1 .. 1.0
+    zeros = torch.zeros(11, dtype=torch.float64)
+    return torch.cat([zeros[:5], up, up.flip(0)[1:], zeros[:6]])
+
+
+class TestShapeSkip:
+    def test_terms_by_hand(self) -> None:
+        """Widths of a triangle and the median template of earlier beats, computed by hand at 100 Hz."""
+        tri = _triangle()
+        seg = torch.stack([tri, tri, -tri, tri])[None]  # (1, 4, 30): beat 2 inverted
+        payload = torch.cat([torch.zeros(1, 4, 1, dtype=torch.float64), seg], dim=-1)  # baseline 0
+        m = shape_terms(payload, fs=100.0)[0]  # (4, 4)
+        # slope 0.1 on 20 of the 29 differences: 0.2 s; area 5.5 + 4.5 over a peak of 1: 0.1 s
+        assert torch.allclose(m[:, 0], torch.full((4,), 2 * math.log(2.0), dtype=m.dtype))
+        assert torch.allclose(m[:, 1], torch.zeros(4, dtype=m.dtype), atol=1e-9)
+        top = torch.atanh(torch.tensor(0.999, dtype=m.dtype))
+        # beat 0 against itself, beat 1 against beat 0, beat 3 against median(tri, tri, -tri) = tri
+        for i in (0, 1, 3):
+            assert torch.isclose(m[i, 2], top)
+            assert torch.isclose(m[i, 3], 0.5 * torch.log(torch.tensor(1e-6, dtype=m.dtype)))
+        # beat 2 against tri: correlation -1, |(-tri) - tri|^2 / |tri|^2 = 4
+        assert torch.isclose(m[2, 2], -top)
+        assert torch.isclose(m[2, 3], 0.5 * torch.log(torch.tensor(4 + 1e-6, dtype=m.dtype)))
+
+    def test_basic(self, tiny_config: ModelConfig) -> None:
+        """The heads read [s, r, r**2/2, m, m*r0, m**2/2], m the shape terms of the fused window."""
+        torch.manual_seed(0)
+        cfg = replace(tiny_config, rr_mode="relative", rr_skip=True, shape_skip=True)
+        net = get_model("cnn_lstm", cfg).eval()
+        assert cfg.shape_segment == (7, 31)  # R at 0.4 * 40 = 16; 0.15 s and 0.25 s at 60 Hz
+        assert cfg.head_features == cfg.hidden + 10 + 12
+        assert net.class_head.in_features == cfg.head_features
+        x, rr = torch.randn(2, 5, 2, cfg.n_window), torch.rand(2, 5, 7) + 0.5
+        features = net.encode(x, rr)
+        assert features.shape[-1] == net.encoder.out_features + cfg.n_payload
+        z = net.encoder.attention(x)  # (2, 5, W)
+        assert torch.allclose(features[..., -cfg.n_payload :], shape_payload(z, cfg))
+        assert torch.allclose(features[..., -cfg.n_payload :][..., 0], z.median(dim=-1).values)
+        r = features[..., -cfg.n_payload - 5 : -cfg.n_payload]
+        m = shape_terms(features[..., -cfg.n_payload :], cfg.fs)
+        assert net.lstm is not None
+        s, _ = net.lstm(features[..., : -cfg.n_payload])
+        want = net.class_head(torch.cat([s, r, r * r / 2, m, m * r[..., :1], m * m / 2], dim=-1))
+        assert torch.allclose(net(x, rr).class_logits, want, atol=1e-5)
+
+    @pytest.mark.parametrize("name", list_models())
+    def test_edge_cases(self, name: str, tiny_config: ModelConfig) -> None:
+        """Every model takes it, one lead or two; still causal: later beats cannot move earlier outputs."""
+        torch.manual_seed(0)
+        cfg = replace(tiny_config, rr_mode="relative", rr_skip=True, shape_skip=True, use_post_rr=False)
+        net = get_model(name, cfg).eval()
+        x, rr = torch.randn(1, 6, 2, cfg.n_window), torch.rand(1, 6, 7) + 0.5
+        for mask in (None, torch.tensor([[True, False]])):
+            a = net(x, rr, mask).class_logits
+            assert torch.isfinite(a).all()
+            x2 = x.clone()
+            x2[:, 3:] = torch.randn(1, 3, 2, cfg.n_window) * 5
+            assert torch.allclose(a[:, :3], net(x2, rr, mask).class_logits[:, :3])
+            assert not torch.allclose(a[:, 3:], net(x2, rr, mask).class_logits[:, 3:])
+
+    def test_exceptions(self, tiny_config: ModelConfig) -> None:
+        with pytest.raises(ValueError, match="`shape_skip` needs `rr_skip`"):
+            replace(tiny_config, rr_mode="relative", shape_skip=True)
+        with pytest.raises(ValueError, match=r"`r_position` must be in \(0, 1\), got 1.0"):
+            replace(tiny_config, r_position=1.0)
 
 
 class TestMorphologyDropout:
