@@ -1491,7 +1491,7 @@ def _classify(classifier: BeatClassifier, ready: list[_Ready]) -> list[_Output]:
         sequences.setdefault(seq.shape[0], []).append((id(item), seq))
     results: dict[int, _Output] = {}
     for group in sequences.values():
-        s, _ = model.temporal(torch.stack([seq for _, seq in group]))  # (G, T, hidden)
+        s, _ = model.temporal(torch.stack([seq for _, seq in group]), last_only=True)  # (G, 1, hidden)
         out = model.heads(s[:, -1:])
         probs = torch.softmax(out.class_logits[:, 0], -1).numpy()  # (G, C)
         abnormal = torch.sigmoid(out.abnormal_logit[:, 0]).numpy()  # (G,)

@@ -105,6 +105,7 @@ from model.training import (
     grid_search,
     make_data,
     select_device,
+    selection_score,
     train,
 )
 
@@ -187,6 +188,7 @@ __all__ = [
     "rr_columns",
     "save_checkpoint",
     "select_device",
+    "selection_score",
     "shape_payload",
     "shape_terms",
     "summarise_runs",

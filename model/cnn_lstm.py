@@ -281,8 +281,11 @@ def shape_payload(z: Tensor, config: ModelConfig) -> Tensor:
     return torch.cat([baseline, z[..., start:stop]], dim=-1).detach()
 
 
-def shape_terms(payload: Tensor, fs: float) -> Tensor:
+def shape_terms(payload: Tensor, fs: float, *, last_only: bool = False) -> Tensor:
     """Four hand-measured shape terms (B, T, 4) of each beat from :func:`shape_payload` (B, T, 1 + S).
+
+    With ``last_only`` the terms of the last beat alone (B, 1, 4), against
+    the median of all the beats before it: one median instead of ``T - 1``.
 
     * the active QRS width: the time within R - 0.15 s .. R + 0.25 s that the
       slope exceeds a quarter of its largest value;
@@ -299,15 +302,21 @@ def shape_terms(payload: Tensor, fs: float) -> Tensor:
     usual shape even when a third of them are ectopic, and it is the
     patient's own, so a beat unlike it stands out in any patient.
     """
+    t = payload.shape[1]
+    if last_only:
+        earlier = payload[:, : max(t - 1, 1), 1:]  # the first beat has no earlier beat: itself
+        template = earlier.median(dim=1, keepdim=True).values  # (B, 1, S)
+        payload = payload[:, -1:]
+    else:
+        seg = payload[..., 1:]
+        templates = [seg[:, :1]]  # the first beat has no earlier beat: itself
+        templates += [seg[:, :k].median(dim=1, keepdim=True).values for k in range(1, t)]
+        template = torch.cat(templates, dim=1)  # (B, T, S), from beats before t only
     baseline, seg = payload[..., :1], payload[..., 1:]  # (B, T, 1), (B, T, S)
     slope = (seg[..., 1:] - seg[..., :-1]).abs()
     active = (slope > 0.25 * slope.amax(dim=-1, keepdim=True)).sum(dim=-1).to(seg.dtype) / fs
     dev = (seg - baseline).abs()
     equivalent = dev.sum(dim=-1) / dev.amax(dim=-1).clamp(min=1e-6) / fs
-    t = seg.shape[1]
-    templates = [seg[:, :1]]  # the first beat has no earlier beat: itself
-    templates += [seg[:, :k].median(dim=1, keepdim=True).values for k in range(1, t)]
-    template = torch.cat(templates, dim=1)  # (B, T, S), from beats before t only
     a = seg - seg.mean(dim=-1, keepdim=True)
     b = template - template.mean(dim=-1, keepdim=True)
     corr = (a * b).sum(dim=-1) / ((a * a).sum(dim=-1) * (b * b).sum(dim=-1)).clamp(min=1e-12).sqrt()
@@ -576,7 +585,9 @@ class BeatSequenceModel(nn.Module):
         out: Tensor = self.encoder(windows, rr, lead_mask)
         return out
 
-    def temporal(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
+    def temporal(
+        self, features: Tensor, state: LSTMState | None = None, *, last_only: bool = False
+    ) -> tuple[Tensor, LSTMState | None]:
         """What the heads read (B, T, :attr:`ModelConfig.head_features`) from features (B, T, D).
 
         The sequence state of :meth:`sequence` and, with ``rr_skip``, the
@@ -587,7 +598,10 @@ class BeatSequenceModel(nn.Module):
         model's alone, so the stateful call is unchanged. Like the context
         contrast, the irregularity and the shape template start at the
         first beat of ``features``, which every caller makes the beat's
-        whole context.
+        whole context. With ``last_only`` only the last beat's row is
+        returned (B, 1, H), equal to the last row of the full output: the
+        sliding-context callers need no more, and the shape template of
+        every other beat is the costly part.
         """
         n_payload = self.config.n_payload
         payload = features[..., -n_payload:] if n_payload else None
@@ -596,17 +610,21 @@ class BeatSequenceModel(nn.Module):
         s, new_state = self.sequence(features, state)  # (B, T, hidden)
         if self.config.rr_skip:
             r = features[..., -self.config.n_rr_ratios :]  # the encoders put the RR inputs last
-            terms = [s, r, r * r / 2]
+            terms = [r, r * r / 2]
             if self.config.rr_irregularity:
                 step = (r[:, 1:, :1] - r[:, :-1, :1]).abs()  # (B, T-1, 1)
                 step = torch.cat([torch.zeros_like(r[:, :1, :1]), step], dim=1)  # (B, T, 1)
                 n = torch.arange(r.shape[1], device=r.device, dtype=r.dtype).clamp(min=1)
                 irregularity = step.cumsum(dim=1) / n[None, :, None]  # (B, T, 1)
                 terms += [irregularity, irregularity * r]
+            if last_only:
+                s, r, terms = s[:, -1:], r[:, -1:], [t[:, -1:] for t in terms]
             if payload is not None:
-                m = shape_terms(payload, self.config.fs)  # (B, T, 4)
+                m = shape_terms(payload, self.config.fs, last_only=last_only)  # (B, T or 1, 4)
                 terms += [m, m * r[..., :1], m * m / 2]
-            s = torch.cat(terms, dim=-1)
+            s = torch.cat([s, *terms], dim=-1)
+        elif last_only:
+            s = s[:, -1:]
         return s, new_state
 
     def sequence(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:

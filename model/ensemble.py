@@ -85,16 +85,19 @@ class SeedEnsemble(BeatSequenceModel):
         """The members' beat features side by side (B, T, K * D)."""
         return torch.cat([m.encode(windows, rr, lead_mask) for m in self._nets], dim=-1)
 
-    def temporal(self, features: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState | None]:
+    def temporal(
+        self, features: Tensor, state: LSTMState | None = None, *, last_only: bool = False
+    ) -> tuple[Tensor, LSTMState | None]:
         """Each member's temporal part over its own features; outputs side by side (B, T, K * H).
 
         The ensemble carries no state between calls (every caller reruns the
-        context), so ``state`` must be None.
+        context), so ``state`` must be None; ``last_only`` as for one network.
         """
         if state is not None:
             raise ValueError("a seed ensemble reruns the context; it takes no carried state")
         parts = features.chunk(len(self._nets), dim=-1)
-        return torch.cat([m.temporal(p)[0] for m, p in zip(self._nets, parts, strict=True)], dim=-1), None
+        outs = [m.temporal(p, last_only=last_only)[0] for m, p in zip(self._nets, parts, strict=True)]
+        return torch.cat(outs, dim=-1), None
 
     def heads(self, s: Tensor) -> ModelOutput:
         """The members' probabilities averaged, returned as logits (log probabilities)."""

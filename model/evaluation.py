@@ -74,7 +74,7 @@ from model.inference import SHIPPED_WEIGHTS, context_states
 from model.losses import class_weights_from_counts
 from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_metrics
 from model.registry import list_models
-from model.training import TrainConfig, _selection_score, make_data, predict_records, train
+from model.training import TrainConfig, make_data, predict_records, selection_score, train
 from sigproc.records import AAMI_CLASSES
 
 __all__ = [
@@ -527,7 +527,7 @@ def pooled_folds(
         per = class_metrics(cm)
         row: dict[str, Any] = {
             "epoch": e + 1,
-            "score": _selection_score({"classes": per}),
+            "score": selection_score({"classes": per}),
             "accuracy": summary_metrics(cm)["accuracy"],
         }
         row.update({c: {k: per[c][k] for k in ("se", "ppv", "f1")} for c in ("N", "S", "V")})
@@ -655,7 +655,7 @@ def terms_baseline(
             pred = ((terms[r].double() - mu) / sd @ w + b).argmax(-1)
             cm += confusion_matrix(labels[r].numpy(), pred.numpy())
     result = result_from_confusion("terms", cm)
-    result["score"] = _selection_score(result)
+    result["score"] = selection_score(result)
     result["folds"] = [list(f) for f in folds]
     result["settings"] = {
         "class_weight_power": class_weight_power,

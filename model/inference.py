@@ -104,7 +104,7 @@ def context_states(model: BeatSequenceModel, features: Tensor, *, chunk: int = 8
     if n >= t:
         windows = features.unfold(0, t, 1).permute(0, 2, 1)  # (N - T + 1, T, D)
         for i in range(0, windows.shape[0], chunk):
-            s, _ = model.temporal(windows[i : i + chunk])
+            s, _ = model.temporal(windows[i : i + chunk], last_only=True)
             parts.append(s[:, -1])  # (chunk, hidden)
     return torch.cat(parts) if parts else features.new_zeros((0, model.config.head_features))
 
@@ -314,7 +314,7 @@ class BeatStream:
         model = self.classifier.model
         feat = model.encode(x[None], r[None], mask[None])[0, -1]  # (D,)
         self._features.append(feat)
-        s, _ = model.temporal(torch.stack(list(self._features))[None])  # (1, n, hidden)
+        s, _ = model.temporal(torch.stack(list(self._features))[None], last_only=True)  # (1, 1, hidden)
         out = model.heads(s[:, -1:])
         return self.classifier._to_prediction(
             ModelOutput(out.class_logits[0], out.abnormal_logit[0], out.early_logits[0]), resampled

@@ -76,6 +76,7 @@ __all__ = [
     "grid_search",
     "make_data",
     "select_device",
+    "selection_score",
     "train",
 ]
 
@@ -412,14 +413,14 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
             kept = swa
         if data.validation:
             val = evaluate_beats(kept, data.validation, data.validation_mask, device=device)
-            score = _selection_score(val)
+            score = selection_score(val)
             if scheduler is not None:
                 scheduler.step(score)
             f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in ("N", "S", "V")}
             raw: dict[str, Any] = {}
             if kept is swa:
                 val_raw = evaluate_beats(model, data.validation, data.validation_mask, device=device)
-                raw = {"val_score_raw": _selection_score(val_raw), "val_confusion_raw": val_raw["confusion"]}
+                raw = {"val_score_raw": selection_score(val_raw), "val_confusion_raw": val_raw["confusion"]}
             history.append(
                 {
                     "epoch": epoch,
@@ -491,7 +492,7 @@ def grid_search(config: TrainConfig, *, out_csv: Path, max_epochs: int) -> list[
                     "dropout": dr,
                     "max_epochs": max_epochs,
                     "best_epoch": res["best_epoch"],
-                    "val_score": _selection_score(res["validation"]),
+                    "val_score": selection_score(res["validation"]),
                     "val_accuracy": res["validation"]["accuracy"],
                     "seconds": round(res["train_seconds"], 1),
                 }
@@ -739,7 +740,7 @@ def _search_offsets(
         scores = []
         for logits, labels in runs:
             pred = (logits + off).argmax(-1).numpy().astype(np.int64)
-            scores.append(_selection_score({"classes": class_metrics(confusion_matrix(labels, pred))}))
+            scores.append(selection_score({"classes": class_metrics(confusion_matrix(labels, pred))}))
         return float(np.mean(scores))
 
     offsets = [0.0] * n_classes
@@ -792,7 +793,12 @@ def _checkpoint(
     )
 
 
-def _selection_score(val: dict[str, Any]) -> float:
+def selection_score(val: dict[str, Any]) -> float:
+    """The score that selects epochs and candidates: the mean F1 of N, S and V (those with beats).
+
+    ``val`` holds ``classes`` as :func:`model.metrics.class_metrics` gives
+    them; an undefined F1 (no beat predicted) counts as 0.
+    """
     f1 = [val["classes"][c]["f1"] for c in ("N", "S", "V") if val["classes"][c]["support"] > 0]
     return float(np.mean(np.nan_to_num(f1, nan=0.0))) if f1 else 0.0
 

@@ -62,6 +62,9 @@ class TestSeedEnsemble:
             ens(x, rr).class_logits.softmax(-1), net(x, rr).class_logits.softmax(-1), atol=1e-6
         )
         ens = SeedEnsemble(_members(tiny_config, 2)).eval()
+        features = ens.encode(x, rr)
+        full, _ = ens.temporal(features)
+        assert torch.allclose(ens.temporal(features, last_only=True)[0], full[:, -1:])
         before = ens(x, rr).class_logits
         assert ens.encoder._fused is None
         ens.encoder.fuse()

@@ -287,6 +287,29 @@ class TestShapeSkip:
             assert torch.allclose(a[:, :3], net(x2, rr, mask).class_logits[:, :3])
             assert not torch.allclose(a[:, 3:], net(x2, rr, mask).class_logits[:, 3:])
 
+    @pytest.mark.parametrize("name", list_models())
+    @pytest.mark.parametrize("switches", ["none", "skip", "all"])
+    def test_last_only(self, name: str, switches: str, tiny_config: ModelConfig) -> None:
+        """``temporal(last_only=True)`` is the last row of the full output (the sliding-context fast path)."""
+        torch.manual_seed(0)
+        cfg = tiny_config
+        if switches != "none":
+            cfg = replace(cfg, rr_mode="relative", rr_skip=True, context_contrast=True)
+        if switches == "all":
+            cfg = replace(cfg, rr_irregularity=True, shape_skip=True)
+        net = get_model(name, cfg).eval()
+        for t in (1, 2, 6):
+            features = net.encode(torch.randn(3, t, 2, cfg.n_window), torch.rand(3, t, 7) + 0.5)
+            full, _ = net.temporal(features)
+            last, _ = net.temporal(features, last_only=True)
+            assert last.shape == (3, 1, cfg.head_features)
+            assert torch.allclose(last, full[:, -1:], atol=1e-6)
+        payload = torch.randn(2, 5, 9)
+        for t in (1, 5):
+            assert torch.allclose(
+                shape_terms(payload[:, :t], 60.0, last_only=True), shape_terms(payload[:, :t], 60.0)[:, -1:]
+            )
+
     def test_exceptions(self, tiny_config: ModelConfig) -> None:
         with pytest.raises(ValueError, match="`shape_skip` needs `rr_skip`"):
             replace(tiny_config, rr_mode="relative", shape_skip=True)
