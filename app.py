@@ -840,9 +840,7 @@ def evaluate_terms_cmd(
 
     fold_list = DS1_FOLDS
     if folds is not None:
-        fold_list = tuple(
-            tuple(r.strip() for r in f.split(",") if r.strip()) for f in folds.split(";") if f.strip()
-        )
+        fold_list = tuple(tuple(_split(f)) for f in folds.split(";") if f.strip())
     try:
         result = terms_baseline(fold_list, data_dir=data_dir, class_weight_power=class_weight_power)
     except (ValueError, FileNotFoundError) as exc:

@@ -1,7 +1,7 @@
 """Seed ensembles: networks of one architecture trained from different seeds, averaged.
 
-On unseen patients one training run is a draw: two refits that differ only
-in their seed move the DS2 SVEB F1 by 10-15 points (docs/model-card.md).
+On unseen patients one training run is a draw: four refits that differ only
+in their seed span 18 points of DS2 SVEB F1 (docs/model-card.md).
 Averaging the class probabilities of several seeds removes most of that
 spread. :class:`SeedEnsemble` keeps the interface of a single network
 (``encode`` -> ``temporal`` -> ``heads``, one ``config``), so the inference
@@ -26,9 +26,9 @@ __all__ = ["SeedEnsemble"]
 class _MemberEncoders(nn.Module):
     """What inference code reaches through ``model.encoder``: batch-norm folding of every member."""
 
-    def __init__(self, members: nn.ModuleList) -> None:
+    def __init__(self, members: Sequence[BeatSequenceModel]) -> None:
         super().__init__()
-        self._members = list(members)  # a plain list: the weights belong to the ensemble's ModuleList
+        self._members = tuple(members)  # not registered: the weights belong to the ensemble's ModuleList
 
     @property
     def _fused(self) -> object | None:
@@ -79,7 +79,7 @@ class SeedEnsemble(BeatSequenceModel):
         self.config = members[0].config
         self.members = nn.ModuleList(members)  # registers the weights under ``members.<i>.``
         self._nets: tuple[BeatSequenceModel, ...] = tuple(members)  # the same modules, typed
-        self.encoder = _MemberEncoders(self.members)
+        self.encoder = _MemberEncoders(self._nets)
 
     def encode(self, windows: Tensor, rr: Tensor, lead_mask: Tensor | None = None) -> Tensor:
         """The members' beat features side by side (B, T, K * D)."""
