@@ -824,31 +824,113 @@ def evaluate_folds_cmd(
     default=1.0,
     help="Class weights (n_max / n_c) ** power, capped at 20.",
 )
+@click.option(
+    "--test",
+    "test_records",
+    default="",
+    help="Also fit on every fold's records and score these once: 'ds2' or comma-separated records.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def evaluate_terms_cmd(
-    data_dir: Path | None, folds: str | None, class_weight_power: float, json_path: Path | None
+    data_dir: Path | None,
+    folds: str | None,
+    class_weight_power: float,
+    test_records: str,
+    json_path: Path | None,
 ) -> None:
     """Score the hand-measured head terms alone on held-out DS1 folds (the networks' reference).
 
     A class-weighted logistic regression on the RR, irregularity and shape
     terms that `--rr-skip --rr-irregularity --shape-skip` hand to the heads,
     fitted on the other folds' records and scored on each fold, the held-out
-    confusions summed like `evaluate folds`.
+    confusions summed like `evaluate folds`. With `--test ds2` the same
+    regression fitted on all of DS1 scores DS2 once, with record-bootstrap
+    intervals (a reference row for `evaluate compare`).
     """
     from model.data import DS1_FOLDS
     from model.evaluation import terms_baseline
+    from sigproc.records import DS2
 
     fold_list = DS1_FOLDS
     if folds is not None:
         fold_list = tuple(tuple(_split(f)) for f in folds.split(";") if f.strip())
+    test = list(DS2) if test_records.strip().lower() == "ds2" else _split(test_records)
     try:
-        result = terms_baseline(fold_list, data_dir=data_dir, class_weight_power=class_weight_power)
+        result = terms_baseline(
+            fold_list, data_dir=data_dir, class_weight_power=class_weight_power, test=test
+        )
     except (ValueError, FileNotFoundError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--folds") from exc
-    per = result["classes"]
-    click.echo(f"score {result['score']:.1f} (mean F1 of N, S, V), accuracy {result['accuracy']:.1f}")
+        raise click.BadParameter(str(exc), param_hint="--folds / --test") from exc
+    click.echo(f"score {result['score']:.1f} (mean F1 of N, S, V) on the held-out folds")
+    _echo_classes(result)
+    if "test" in result:
+        click.echo(f"test records {', '.join(test)}:")
+        _echo_classes(result["test"])
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+        click.echo(f"wrote {json_path}")
+
+
+def _echo_classes(result: dict[str, Any]) -> None:
+    """Accuracy and Se / +P / F1 of N, S, V, F, with record-bootstrap intervals where the result has them."""
+    ci = result.get("intervals")
+
+    def span(key: str, c: str | None = None) -> str:
+        if ci is None:
+            return ""
+        lo, hi = ci[key] if c is None else ci["classes"][c][key]
+        return "" if lo is None else f" [{lo:5.1f}, {hi:5.1f}]"
+
+    click.echo(f"  accuracy {result['accuracy']:.1f}{span('accuracy')}, macro F1 {result['macro_f1']:.1f}")
     for c in ("N", "S", "V", "F"):
-        click.echo(f"  {c}: Se {per[c]['se']:5.1f}  +P {per[c]['ppv']:5.1f}  F1 {per[c]['f1']:5.1f}")
+        m = result["classes"][c]
+        click.echo(
+            f"  {c}: Se {m['se']:5.1f}  +P {m['ppv']:5.1f}{span('ppv', c)}  F1 {m['f1']:5.1f}{span('f1', c)}"
+        )
+    if ci is not None:
+        click.echo(f"  [{ci['level']:.0f} % intervals over {ci['n_records']} test records resampled]")
+
+
+@evaluate.command("compare")
+@click.argument("candidate", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("baseline", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--leads", type=click.IntRange(1, 2), default=1, help="Which lead count of the results.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def evaluate_compare_cmd(candidate: Path, baseline: Path, leads: int, json_path: Path | None) -> None:
+    """Is CANDIDATE ahead of BASELINE on DS2 beyond the luck of which patients were tested?
+
+    Both are JSON results of `evaluate model --protocol inter-patient` (or
+    `evaluate terms --test ds2`) on the same records. The test records are
+    resampled together, and each difference gets a 95 % interval and the
+    share of resamples in which the candidate is ahead.
+    """
+    from model.evaluation import compare_results
+
+    try:
+        a, b = (json.loads(p.read_text()) for p in (candidate, baseline))
+        result = compare_results(a, b, leads=leads)
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(str(exc), param_hint="CANDIDATE / BASELINE") from exc
+    d = result["difference"]
+    click.echo(
+        f"{leads} lead(s), {len(result['records'])} records: candidate, baseline, difference [95 % interval]"
+    )
+
+    def pick(block: dict[str, Any], key: str, c: str | None) -> Any:
+        return block[key] if c is None else block["classes"][c][key]
+
+    rows = [("accuracy", None), ("macro_f1", None)] + [
+        (k, c) for c in ("S", "V") for k in ("se", "ppv", "f1")
+    ]
+    for key, c in rows:
+        va, vb = pick(result["candidate"], key, c), pick(result["baseline"], key, c)
+        lo, hi = pick(d, key, c)
+        ahead = pick(d["share_ahead"], key, c)
+        share = f", ahead in {100 * ahead:.1f} % of resamples"
+        label = key if c is None else f"{c} {key}"
+        span = "[n/a]" if lo is None else f"[{lo:+6.1f}, {hi:+6.1f}]"
+        click.echo(f"  {label:9s} {va:6.1f} {vb:6.1f} {va - vb:+6.1f} {span}{share}")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
@@ -972,6 +1054,10 @@ def evaluate_model_cmd(
         result = compare_models(
             config, protocol=protocol, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path, jobs=jobs
         )
+    if protocol == "inter-patient":
+        for n, res in result["by_leads"].items():
+            click.echo(f"DS2, {n} lead(s):")
+            _echo_classes(res)
     summary: dict[str, Any] = {k: result[k] for k in ("protocol", "accuracy", "macro_f1") if k in result}
     if "table" in result:
         summary["table"] = {

@@ -61,6 +61,7 @@ from model.ensemble import SeedEnsemble
 from model.evaluation import (
     EVAL_PROTOCOLS,
     compare_models,
+    compare_results,
     early_alarm_report,
     evaluate_model,
     finished_run,
@@ -68,6 +69,7 @@ from model.evaluation import (
     paired_t_tests,
     plot_confusion,
     pooled_folds,
+    record_intervals,
     result_from_confusion,
     summarise_runs,
     terms_baseline,
@@ -91,7 +93,7 @@ from model.losses import (
     temporal_consistency,
     total_loss,
 )
-from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_metrics
+from model.metrics import class_metrics, confusion_matrix, ec57_gross, record_bootstrap, summary_metrics
 from model.registry import MODEL_ALIASES, get_model, list_models
 from model.training import (
     GRID,
@@ -156,6 +158,7 @@ __all__ = [
     "class_weights_from_counts",
     "classification_loss",
     "compare_models",
+    "compare_results",
     "confusion_matrix",
     "context_states",
     "dilation_for",
@@ -183,6 +186,8 @@ __all__ = [
     "pooled_folds",
     "predict_arrays",
     "random_split",
+    "record_bootstrap",
+    "record_intervals",
     "resample_windows",
     "result_from_confusion",
     "rr_columns",

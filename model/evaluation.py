@@ -72,7 +72,7 @@ from model.data import (
 )
 from model.inference import SHIPPED_WEIGHTS, context_states
 from model.losses import class_weights_from_counts
-from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_metrics
+from model.metrics import class_metrics, confusion_matrix, ec57_gross, record_bootstrap, summary_metrics
 from model.registry import list_models
 from model.training import TrainConfig, make_data, predict_records, selection_score, train
 from sigproc.records import AAMI_CLASSES
@@ -80,6 +80,7 @@ from sigproc.records import AAMI_CLASSES
 __all__ = [
     "EVAL_PROTOCOLS",
     "compare_models",
+    "compare_results",
     "early_alarm_report",
     "evaluate_model",
     "finished_run",
@@ -87,6 +88,7 @@ __all__ = [
     "paired_t_tests",
     "plot_confusion",
     "pooled_folds",
+    "record_intervals",
     "result_from_confusion",
     "summarise_runs",
     "terms_baseline",
@@ -328,6 +330,8 @@ def evaluate_model(
         res = result_from_confusion(protocol, cm, macro_over=SCORED_CLASSES)
         if detection is not None:
             res["detection"] = detection
+        if protocol == "inter-patient":
+            res.update(record_intervals(test, truths, preds, detector=peaks == "detector"))
         if masks is None:  # early alarm needs whole beat sequences: inter-patient only
             res["early_alarm"] = early_alarm_report(
                 [t.copy() for t in truths],
@@ -352,6 +356,8 @@ def evaluate_model(
                         "confusion",
                         "early_alarm",
                         "detection",
+                        "records",
+                        "intervals",
                     )
                     if kk in v
                 }
@@ -585,6 +591,7 @@ def terms_baseline(
     class_weight_power: float = 1.0,
     class_weight_cap: float = 20.0,
     l2: float = 1e-3,
+    test: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Leave-records-out score of the hand-measured head terms alone, by a logistic regression.
 
@@ -610,23 +617,32 @@ def terms_baseline(
         from the training records' counts.
     l2 : float
         Ridge penalty on the standardised weights.
+    test : sequence of str
+        Records of an outside test set (DS2, say): a regression fitted on
+        every fold's records scores them once, under ``test``.
 
     Returns
     -------
     dict
         :func:`result_from_confusion`'s shape (``protocol`` ``"terms"``) plus
-        ``score``, ``folds`` and ``settings``.
+        ``score``, ``folds`` and ``settings``; with ``test`` also ``test``:
+        the test records' result in the same shape, macro F1 over N, S, V,
+        F as :func:`evaluate_model`, with :func:`record_intervals`.
 
     Raises
     ------
     ValueError
-        If fewer than two folds are given or a record is in two folds.
+        If fewer than two folds are given, a record is in two folds, or a
+        test record is also in a fold.
     """
     names = [str(r) for fold in folds for r in fold]
     if len(folds) < 2:
         raise ValueError(f"`folds` needs at least two folds, got {len(folds)}")
     if len(set(names)) != len(names):
         raise ValueError(f"a record is in two folds: {sorted({r for r in names if names.count(r) > 1})}")
+    test = [str(r) for r in test]
+    if overlap := sorted(set(test) & set(names)):
+        raise ValueError(f"test records are also in the folds: {overlap}")
     pre = PreprocessConfig()
     config = ModelConfig(
         fs=pre.fs,
@@ -637,12 +653,11 @@ def terms_baseline(
         rr_irregularity=True,
         shape_skip=True,
     )
-    records = load_records(names, pre, data_dir=data_dir)
-    terms = dict(zip(names, _head_terms(records, config), strict=True))
+    records = load_records([*names, *test], pre, data_dir=data_dir)
+    terms = dict(zip([*names, *test], _head_terms(records, config), strict=True))
     labels = {rb.record: torch.from_numpy(rb.labels) for rb in records}
-    cm = np.zeros((len(AAMI_CLASSES), len(AAMI_CLASSES)), dtype=np.int64)
-    for fold in folds:
-        train_names = [r for r in names if r not in fold]
+
+    def fit_and_predict(train_names: Sequence[str], held_out: Sequence[str]) -> list[NDArray[np.int64]]:
         x = torch.cat([terms[r] for r in train_names]).double()
         y = torch.cat([labels[r] for r in train_names])
         keep = y >= 0
@@ -651,9 +666,12 @@ def terms_baseline(
             class_weights_from_counts(counts, power=class_weight_power, cap=class_weight_cap), dtype=x.dtype
         )
         mu, sd, w, b = _fit_softmax(x[keep], y[keep], weights, l2)
-        for r in fold:
-            pred = ((terms[r].double() - mu) / sd @ w + b).argmax(-1)
-            cm += confusion_matrix(labels[r].numpy(), pred.numpy())
+        return [((terms[r].double() - mu) / sd @ w + b).argmax(-1).numpy() for r in held_out]
+
+    cm = np.zeros((len(AAMI_CLASSES), len(AAMI_CLASSES)), dtype=np.int64)
+    for fold in folds:
+        for r, pred in zip(fold, fit_and_predict([r for r in names if r not in fold], fold), strict=True):
+            cm += confusion_matrix(labels[r].numpy(), pred)
     result = result_from_confusion("terms", cm)
     result["score"] = selection_score(result)
     result["folds"] = [list(f) for f in folds]
@@ -662,6 +680,14 @@ def terms_baseline(
         "class_weight_cap": class_weight_cap,
         "l2": l2,
     }
+    if test:
+        test_records = records[len(names) :]
+        truths = [rb.labels for rb in test_records]
+        preds = fit_and_predict(names, test)
+        pooled = confusion_matrix(np.concatenate(truths), np.concatenate(preds))
+        out = result_from_confusion("terms", pooled, macro_over=SCORED_CLASSES)
+        out.update(record_intervals(test_records, truths, preds))
+        result["test"] = out
     return result
 
 
@@ -773,6 +799,109 @@ def _process_pool(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
     return concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=multiprocessing.get_context("spawn")
     )
+
+
+def record_intervals(
+    records: Sequence[RecordBeats],
+    truths: Sequence[NDArray[np.int64]],
+    preds: Sequence[NDArray[np.int64]],
+    *,
+    detector: bool = False,
+    n_resamples: int = 2000,
+) -> dict[str, Any]:
+    """Per-record confusion matrices and record-bootstrap intervals (:func:`model.metrics.record_bootstrap`).
+
+    Returns ``{"records": {name: confusion}, "intervals": {...}}``; the
+    matrices add up to the pooled one. With ``detector`` each matrix has the
+    false-detection row and the missed-beat column of
+    :func:`evaluate_model`'s ``peaks="detector"`` matrix.
+    """
+    matrices = []
+    for rec, t, p in zip(records, truths, preds, strict=True):
+        m = confusion_matrix(t, p)
+        matrices.append(_with_detection_errors(m, [rec], [t], [p])[0] if detector else m)
+    classes = (*AAMI_CLASSES, "none") if detector else AAMI_CLASSES
+    intervals = record_bootstrap(
+        np.stack(matrices), classes=classes, macro_over=SCORED_CLASSES, n_resamples=n_resamples
+    )
+    intervals["classes"].pop("none", None)
+    return {
+        "records": {rec.record: m.tolist() for rec, m in zip(records, matrices, strict=True)},
+        "intervals": intervals,
+    }
+
+
+def compare_results(
+    candidate: dict[str, Any], baseline: dict[str, Any], *, leads: int = 1, n_resamples: int = 2000
+) -> dict[str, Any]:
+    """Paired record-bootstrap comparison of two inter-patient results on the same test records.
+
+    ``candidate`` and ``baseline`` are :func:`evaluate_model` results (their
+    ``by_leads`` entry for ``leads``) or :func:`terms_baseline` results with
+    a ``test`` set (MLII only). The records are resampled together
+    (:func:`model.metrics.record_bootstrap` with ``baseline``), so the
+    interval of a difference is the spread another sample of patients would
+    have shown, and ``share_ahead`` how often the candidate came out ahead.
+
+    Returns
+    -------
+    dict
+        ``{"leads", "records", "candidate", "baseline", "difference"}``; the
+        first two metric blocks hold the pooled ``accuracy``, ``macro_f1``
+        and ``classes``.
+
+    Raises
+    ------
+    ValueError
+        If a result has no per-record matrices for ``leads`` or the two were
+        not scored on the same records with the same kind of peaks.
+    """
+    a = _result_records(candidate, leads, "candidate")
+    b = _result_records(baseline, leads, "baseline")
+    if list(a) != list(b):
+        raise ValueError(f"the results cover different records: {sorted(a)} vs {sorted(b)}")
+    ca, cb = np.array(list(a.values())), np.array(list(b.values()))
+    if ca.shape != cb.shape:
+        raise ValueError(
+            "one result is at the reference peaks and the other at the detector's "
+            f"(matrices {ca.shape[1:]} vs {cb.shape[1:]})"
+        )
+    classes = AAMI_CLASSES if ca.shape[1] == len(AAMI_CLASSES) else (*AAMI_CLASSES, "none")
+    diff = record_bootstrap(ca, cb, classes=classes, macro_over=SCORED_CLASSES, n_resamples=n_resamples)
+    diff["classes"].pop("none", None)
+
+    def pooled(cms: NDArray[np.int64]) -> dict[str, Any]:
+        cm = cms.sum(axis=0)
+        per = class_metrics(cm)  # the first five rows and columns are the AAMI classes
+        macro = float(np.mean([np.nan_to_num(per[c]["f1"]) for c in SCORED_CLASSES]))
+        return {"accuracy": 100.0 * np.trace(cm) / cm.sum(), "macro_f1": macro, "classes": per}
+
+    return {
+        "leads": leads,
+        "records": list(a),
+        "candidate": pooled(ca),
+        "baseline": pooled(cb),
+        "difference": diff,
+    }
+
+
+def _result_records(result: dict[str, Any], leads: int, name: str) -> dict[str, Any]:
+    """The per-record matrices of an evaluation or terms result for ``leads``."""
+    if "by_leads" in result:
+        entry = result["by_leads"].get(str(leads))
+        if entry is None:
+            have = sorted(result["by_leads"])
+            raise ValueError(f"the {name} was not evaluated with {leads} lead(s), only with {have}")
+    elif "test" in result:
+        if leads != 1:
+            raise ValueError(f"the {name} is a terms baseline, scored on MLII only (leads 1), not {leads}")
+        entry = result["test"]
+    else:
+        raise ValueError(f"the {name} is not an inter-patient evaluation (no `by_leads` or `test`)")
+    records: dict[str, Any] | None = entry.get("records")
+    if not records:
+        raise ValueError(f"the {name} has no per-record confusion matrices; evaluate it again with this code")
+    return records
 
 
 def _with_detection_errors(

@@ -24,6 +24,7 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -34,6 +35,7 @@ __all__ = [
     "class_metrics",
     "confusion_matrix",
     "ec57_gross",
+    "record_bootstrap",
     "summary_metrics",
 ]
 
@@ -149,3 +151,135 @@ def ec57_gross(confusion: ArrayLike, classes: Sequence[str] = AAMI_CLASSES) -> d
             "fpr": _rate(fp, negatives),
         }
     return out
+
+
+def record_bootstrap(
+    confusions: ArrayLike,
+    baseline: ArrayLike | None = None,
+    *,
+    classes: Sequence[str] = AAMI_CLASSES,
+    macro_over: Sequence[str] | None = None,
+    n_resamples: int = 2000,
+    level: float = 95.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Percentile intervals of the pooled metrics when the test *records* are resampled.
+
+    The beats of one record are not independent draws: an inter-patient
+    test set is a sample of patients, and one patient can hold most of a
+    class (record 232 holds three quarters of DS2's S beats). Resampling
+    whole records with replacement and pooling their confusion matrices
+    gives the spread a different set of patients would have shown.
+
+    Parameters
+    ----------
+    confusions : array_like, shape (R, C, C)
+        One confusion matrix per test record.
+    baseline : array_like, shape (R, C, C), optional
+        Another model's matrices on the same records: the intervals are then
+        those of the difference ``confusions - baseline`` of each metric,
+        with the same records drawn for both (a paired comparison), plus
+        ``share_ahead``, the share of resamples in which ``confusions`` is
+        ahead, with the keys of the intervals.
+    classes : sequence of str
+        Class names, in the matrices' order.
+    macro_over : sequence of str, optional
+        Classes of the macro F1, as in :func:`summary_metrics`.
+    n_resamples : int
+        Bootstrap resamples.
+    level : float
+        Two-sided coverage in percent.
+    seed : int
+        Seed of the draws; the intervals are reproducible.
+
+    Returns
+    -------
+    dict
+        ``{"level", "n_resamples", "n_records", "accuracy": [lo, hi],
+        "macro_f1": [lo, hi], "classes": {c: {"se", "ppv", "f1": [lo, hi]}}}``
+        in percent (points of difference with ``baseline``); ``null`` bounds
+        where a rate is undefined in every resample.
+
+    Raises
+    ------
+    ValueError
+        If the matrices are not (R, C, C) with one row per class, R < 2,
+        ``baseline`` has another shape, or ``level`` / ``n_resamples`` are
+        out of range.
+
+    Examples
+    --------
+    >>> same = [[[9, 1], [1, 9]]] * 4
+    >>> record_bootstrap(same, classes=("N", "V"), n_resamples=50)["accuracy"]
+    [90.0, 90.0]
+    """
+    cms = np.asarray(confusions, dtype=np.float64)
+    k = len(classes)
+    if cms.ndim != 3 or cms.shape[1:] != (k, k):
+        raise ValueError(f"`confusions` must have shape (records, {k}, {k}), got {cms.shape}")
+    if cms.shape[0] < 2:
+        raise ValueError(f"resampling records needs at least two records, got {cms.shape[0]}")
+    if not 0 < level < 100:
+        raise ValueError(f"`level` must lie strictly between 0 and 100, got {level}")
+    if n_resamples < 1:
+        raise ValueError(f"`n_resamples` must be >= 1, got {n_resamples}")
+    base = None if baseline is None else np.asarray(baseline, dtype=np.float64)
+    if base is not None and base.shape != cms.shape:
+        raise ValueError(f"`baseline` must have the shape of `confusions` {cms.shape}, got {base.shape}")
+    n = cms.shape[0]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(n_resamples, n))
+    counts = np.zeros((n_resamples, n))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1.0)  # how often each record is drawn
+    in_macro = np.array([macro_over is None or c in macro_over for c in classes])
+    stats = _batch_metrics(np.einsum("br,rij->bij", counts, cms), in_macro)
+    if base is not None:
+        other = _batch_metrics(np.einsum("br,rij->bij", counts, base), in_macro)
+        stats = {key: stats[key] - other[key] for key in stats}
+    tail = (100.0 - level) / 2
+
+    def interval(x: NDArray[np.float64]) -> list[float | None]:
+        x = x[~np.isnan(x)]
+        if not x.size:
+            return [None, None]
+        return [float(v) for v in np.percentile(x, [tail, 100.0 - tail])]
+
+    out: dict[str, Any] = {
+        "level": level,
+        "n_resamples": n_resamples,
+        "n_records": n,
+        "accuracy": interval(stats["accuracy"]),
+        "macro_f1": interval(stats["macro_f1"]),
+        "classes": {
+            c: {m: interval(stats[m][:, i]) for m in ("se", "ppv", "f1")} for i, c in enumerate(classes)
+        },
+    }
+    if base is not None:
+        out["share_ahead"] = {
+            "accuracy": float(np.mean(stats["accuracy"] > 0)),
+            "macro_f1": float(np.mean(stats["macro_f1"] > 0)),
+            "classes": {
+                c: {m: float(np.mean(stats[m][:, i] > 0)) for m in ("se", "ppv", "f1")}
+                for i, c in enumerate(classes)
+            },
+        }
+    return out
+
+
+def _batch_metrics(cms: NDArray[np.float64], in_macro: NDArray[np.bool_]) -> dict[str, NDArray[np.float64]]:
+    """Per-class Se, +P, F1, accuracy and macro F1 of (B, C, C) matrices at once (as the functions above)."""
+    tp = np.einsum("bii->bi", cms)
+    support, predicted = cms.sum(axis=2), cms.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.where(support > 0, 100.0 * tp / support, np.nan)
+        ppv = np.where(predicted > 0, 100.0 * tp / predicted, np.nan)
+        f1 = np.where(se + ppv > 0, 2 * se * ppv / (se + ppv), 0.0)
+        f1[np.isnan(se) | np.isnan(ppv)] = np.nan  # as class_metrics: undefined, not 0
+        present = (support > 0) & in_macro
+        macro = np.where(
+            present.any(axis=1),
+            (np.nan_to_num(f1) * present).sum(axis=1) / present.sum(axis=1),
+            np.nan,
+        )
+        accuracy = 100.0 * tp.sum(axis=1) / cms.sum(axis=(1, 2))
+    return {"accuracy": accuracy, "macro_f1": macro, "se": se, "ppv": ppv, "f1": f1}

@@ -17,6 +17,7 @@ from model.data import PreprocessConfig, RecordBeats, load_records, random_split
 from model.evaluation import (
     _with_detection_errors,
     compare_models,
+    compare_results,
     early_alarm_report,
     evaluate_model,
     finished_run,
@@ -24,6 +25,7 @@ from model.evaluation import (
     paired_t_tests,
     plot_confusion,
     pooled_folds,
+    record_intervals,
     result_from_confusion,
     terms_baseline,
 )
@@ -207,11 +209,27 @@ class TestTermsBaseline:
             np.mean([res["classes"][c]["f1"] for c in ("N", "S", "V")]), abs=1e-9
         )
 
+    def test_test_records(self, data_dir: Path) -> None:
+        """Fitted on every fold, the regression scores the outside records once, per record and pooled."""
+        res = terms_baseline([("119",), ("208",)], data_dir=data_dir, test=["106", "233"])
+        test = res["test"]
+        assert list(test["records"]) == ["106", "233"]
+        pooled = np.sum([np.asarray(m) for m in test["records"].values()], axis=0)
+        assert pooled.tolist() == test["confusion"]
+        labelled = sum(int((rb.labels >= 0).sum()) for rb in load_records(["106", "233"], data_dir=data_dir))
+        assert pooled.sum() == labelled
+        assert test["macro_f1_classes"] == ["N", "S", "V", "F"]
+        assert test["classes"]["V"]["se"] > 80  # V beats of two patients the regression never saw
+        assert test["intervals"]["n_records"] == 2
+        assert "test" not in terms_baseline([("119",), ("208",)], data_dir=data_dir)
+
     def test_exceptions(self, data_dir: Path) -> None:
         with pytest.raises(ValueError, match="at least two folds, got 1"):
             terms_baseline([("119", "208")], data_dir=data_dir)
         with pytest.raises(ValueError, match=r"a record is in two folds: \['119'\]"):
             terms_baseline([("119",), ("208", "119")], data_dir=data_dir)
+        with pytest.raises(ValueError, match=r"test records are also in the folds: \['208'\]"):
+            terms_baseline([("119",), ("208",)], data_dir=data_dir, test=["208", "106"])
 
     def test_cli(self, data_dir: Path, tmp_path: Path) -> None:
         from click.testing import CliRunner
@@ -228,6 +246,11 @@ class TestTermsBaseline:
         result = CliRunner().invoke(cli, ["evaluate", "terms", "--data-dir", str(data_dir), "--folds", "119"])
         assert result.exit_code == 2
         assert "at least two folds" in result.output
+        args = ["evaluate", "terms", "--data-dir", str(data_dir), "--folds", "119;208", "--test", "106, 233"]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "test records 106, 233:" in result.output
+        assert "[95 % intervals over 2 test records resampled]" in result.output
 
 
 class TestFinishedRun:
@@ -314,3 +337,90 @@ class TestDetectionErrors:
     def test_exceptions(self) -> None:
         with pytest.raises(ValueError, match="`peaks` must be one of"):
             evaluate_model(None, protocol="inter-patient", peaks="annotations")
+
+
+def _labelled(name: str, truth: list[int]) -> RecordBeats:
+    return replace(_rec(truth), record=name)
+
+
+class TestRecordIntervals:
+    def test_basic(self) -> None:
+        recs = [_labelled("a", [0, 0, 1, -1]), _labelled("b", [0, 2, 2])]
+        truths = [r.labels for r in recs]
+        preds = [np.array([0, 1, 1, 0]), np.array([0, 2, 0])]
+        out = record_intervals(recs, truths, preds, n_resamples=100)
+        a, b = (np.asarray(out["records"][k]) for k in ("a", "b"))
+        assert (a[0, 0], a[0, 1], a[1, 1], a.sum()) == (1, 1, 1, 3)  # the unlabelled beat is left out
+        assert (b[0, 0], b[2, 2], b[2, 0], b.sum()) == (1, 1, 1, 3)
+        assert out["intervals"]["n_records"] == 2
+        assert set(out["intervals"]["classes"]) == set("NSVFQ")
+
+    def test_detector(self) -> None:
+        """At the detector's peaks each record's matrix has its own false detections and missed beats."""
+        rec = replace(_labelled("a", [0, 2, -2]), missed=np.array([1, 0, 0, 0, 0]))
+        other = _labelled("b", [0, 0])
+        truths, preds = [rec.labels, other.labels], [np.array([0, 2, 2]), np.array([0, 0])]
+        out = record_intervals([rec, other], truths, preds, detector=True, n_resamples=100)
+        a = np.asarray(out["records"]["a"])
+        assert a.shape == (6, 6)
+        assert (a[5, 2], a[0, 5]) == (1, 1)  # the false detection called V, the missed N beat
+        assert np.asarray(out["records"]["b"])[5].sum() == 0
+        assert "none" not in out["intervals"]["classes"]
+
+
+def _inter_patient(records: dict[str, Any], leads: str = "1") -> dict[str, Any]:
+    return {"by_leads": {leads: {"records": records}}}
+
+
+class TestCompareResults:
+    def test_basic(self) -> None:
+        rng = np.random.default_rng(1)
+        base = {f"r{i}": rng.integers(0, 20, size=(5, 5)).tolist() for i in range(6)}
+        better = {k: (np.asarray(v) + np.diag([0, 15, 15, 0, 0])).tolist() for k, v in base.items()}
+        res = compare_results(_inter_patient(better), _inter_patient(base), n_resamples=300)
+        assert res["records"] == list(base)
+        assert res["candidate"]["classes"]["S"]["f1"] > res["baseline"]["classes"]["S"]["f1"]
+        assert res["difference"]["classes"]["S"]["f1"][0] > 0  # ahead on every resample of patients
+        assert res["difference"]["share_ahead"]["classes"]["V"]["se"] == 1.0
+        pooled = np.sum([np.asarray(v) for v in better.values()], axis=0)
+        assert res["candidate"]["accuracy"] == pytest.approx(100 * np.trace(pooled) / pooled.sum())
+        # A terms baseline's test block compares like an evaluation on MLII.
+        terms = {"test": {"records": base}}
+        same = compare_results(_inter_patient(base), terms, n_resamples=50)
+        assert same["difference"]["accuracy"] == [0, 0]
+
+    def test_exceptions(self) -> None:
+        one = _inter_patient({"a": np.eye(5).tolist(), "b": np.eye(5).tolist()})
+        with pytest.raises(ValueError, match="cover different records"):
+            compare_results(one, _inter_patient({"a": np.eye(5).tolist(), "c": np.eye(5).tolist()}))
+        with pytest.raises(ValueError, match="the baseline was not evaluated with 2 lead"):
+            compare_results(_inter_patient(one["by_leads"]["1"]["records"], "2"), one, leads=2)
+        with pytest.raises(ValueError, match="the candidate has no per-record confusion matrices"):
+            compare_results({"by_leads": {"1": {}}}, one)
+        with pytest.raises(ValueError, match="terms baseline, scored on MLII only"):
+            compare_results({"test": {"records": {}}}, one, leads=2)
+        with pytest.raises(ValueError, match="not an inter-patient evaluation"):
+            compare_results(one, {"accuracy": 1.0})
+        six = _inter_patient({"a": np.eye(6).tolist(), "b": np.eye(6).tolist()})
+        with pytest.raises(ValueError, match="one result is at the reference peaks"):
+            compare_results(one, six)
+
+    def test_cli(self, tmp_path: Path) -> None:
+        from click.testing import CliRunner
+
+        from app import cli
+
+        rng = np.random.default_rng(2)
+        base = {f"r{i}": rng.integers(0, 20, size=(5, 5)).tolist() for i in range(4)}
+        better = {k: (np.asarray(v) + np.diag([0, 15, 0, 0, 0])).tolist() for k, v in base.items()}
+        a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "cmp.json"
+        a.write_text(json.dumps(_inter_patient(better)))
+        b.write_text(json.dumps(_inter_patient(base)))
+        result = CliRunner().invoke(cli, ["evaluate", "compare", str(a), str(b), "--json", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "1 lead(s), 4 records" in result.output
+        assert "ahead in 100.0 % of resamples" in result.output  # the S Se row
+        assert json.loads(out.read_text())["records"] == list(base)
+        result = CliRunner().invoke(cli, ["evaluate", "compare", str(a), str(b), "--leads", "2"])
+        assert result.exit_code == 2
+        assert "not evaluated with 2 lead(s)" in result.output

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from model.metrics import class_metrics, confusion_matrix, ec57_gross, summary_metrics
+from model.metrics import class_metrics, confusion_matrix, ec57_gross, record_bootstrap, summary_metrics
 
 # Reference rows N, S, V, F, Q; predicted columns in the same order.
 CM = np.array(
@@ -82,3 +82,58 @@ class TestMacroOver:
         s = summary_metrics(CM, macro_over=("N", "S", "V", "F"))
         m = class_metrics(CM)
         assert s["macro_recall"] == pytest.approx(np.mean([m[c]["se"] for c in "NSVF"]))
+
+
+class TestRecordBootstrap:
+    def test_identical_records(self) -> None:
+        """Every resample pools copies of one matrix: each interval shrinks to that matrix's metric."""
+        cm = np.array(CM)
+        cm[4] = 0  # Q absent: its Se is undefined in every resample
+        res = record_bootstrap([cm] * 5, macro_over=("N", "S", "V", "F"), n_resamples=200)
+        per, summ = class_metrics(cm), summary_metrics(cm, macro_over=("N", "S", "V", "F"))
+        assert res["accuracy"] == pytest.approx([summ["accuracy"]] * 2)
+        assert res["macro_f1"] == pytest.approx([summ["macro_f1"]] * 2)
+        for c in "NSVF":
+            for m in ("se", "ppv", "f1"):
+                assert res["classes"][c][m] == pytest.approx([per[c][m]] * 2)
+        assert res["classes"]["Q"]["se"] == [None, None]
+        assert res["classes"]["Q"]["f1"] == [None, None]  # undefined, not 0
+        assert (res["n_records"], res["n_resamples"], res["level"]) == (5, 200, 95.0)
+
+    def test_hand_computed(self) -> None:
+        """One perfect record and one all wrong: a resample holds 0, 1 or 2 copies of the good one."""
+        good = np.array([[10, 0], [0, 0]])
+        bad = np.array([[0, 10], [0, 0]])
+        res = record_bootstrap([good, bad], classes=("N", "V"), n_resamples=4000, seed=3)
+        assert res["accuracy"] == [0.0, 100.0]  # each of the extremes has probability 1/4
+        res = record_bootstrap([good, bad], classes=("N", "V"), n_resamples=4000, level=40.0, seed=3)
+        assert res["accuracy"] == [50.0, 50.0]  # the middle half of the draws is one of each
+
+    def test_paired(self) -> None:
+        rng = np.random.default_rng(0)
+        cms = rng.integers(0, 30, size=(8, 5, 5))
+        same = record_bootstrap(cms, cms, n_resamples=300)
+        assert same["accuracy"] == [0.0, 0.0]
+        assert same["share_ahead"]["accuracy"] == 0.0
+        better = cms.copy()
+        better[:, 1, 1] += 20  # more S beats found in every record, nothing else changed
+        res = record_bootstrap(better, cms, n_resamples=300)
+        assert res["classes"]["S"]["se"][0] > 0
+        assert res["accuracy"][0] > 0
+        assert res["share_ahead"]["classes"]["S"]["f1"] == 1.0
+        assert res["share_ahead"]["accuracy"] == 1.0
+        # Seeded: the same draws give the same intervals.
+        assert record_bootstrap(better, cms, n_resamples=300) == res
+
+    def test_exceptions(self) -> None:
+        cms = np.ones((3, 5, 5))
+        with pytest.raises(ValueError, match=r"shape \(records, 5, 5\), got \(5, 5\)"):
+            record_bootstrap(np.ones((5, 5)))
+        with pytest.raises(ValueError, match="at least two records, got 1"):
+            record_bootstrap(cms[:1])
+        with pytest.raises(ValueError, match="`level` must lie strictly between 0 and 100, got 100"):
+            record_bootstrap(cms, level=100)
+        with pytest.raises(ValueError, match="`n_resamples` must be >= 1, got 0"):
+            record_bootstrap(cms, n_resamples=0)
+        with pytest.raises(ValueError, match=r"`baseline` must have the shape of `confusions` \(3, 5, 5\)"):
+            record_bootstrap(cms, cms[:2])
