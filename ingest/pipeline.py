@@ -445,11 +445,25 @@ class AnalysisProcessor:
         state = self._sessions.get(block.session_id)
         if state is None:
             parked = self._parked.pop(block.session_id, None)
+            if parked is None and block.patient_id is not None and not block.replay:
+                parked = self._take_parked_patient(block.patient_id)
             state = _Session(block, self.classifier, self.config, self._limits(block.patient_id))
             if parked is not None:  # the stream resumes: its alarms carry on
                 state.adopt(parked)
             self._sessions[block.session_id] = state
         return state
+
+    def _take_parked_patient(self, patient_id: int) -> _Session | None:
+        """The patient's ended streams, when the patient's device returns under a new session id.
+
+        A device that restarts opens a new recording session; the patient's
+        alarms carry on in it (the device-silent alarm resolves with its first
+        data) instead of staying with a parked stream that would never resume.
+        The latest of them is taken over, the others dropped.
+        """
+        ids = [sid for sid, s in self._parked.items() if s.patient_id == patient_id]
+        ended = [self._parked.pop(sid) for sid in ids]
+        return max(ended, key=lambda s: s.last_arrival or -np.inf) if ended else None
 
     def _limits(self, patient_id: int | None) -> AlarmLimits:
         """The patient's alarm limits (defaults where none are set or they are invalid)."""
@@ -543,8 +557,10 @@ class ShardedAnalysisProcessor:
 
     The server's process keeps the display trace (a
     :class:`~ingest.processing.DisplayProcessor`) and hands every stored
-    block and vitals reading to the worker that owns its session
-    (``session_id % workers``), through a pipe. Each worker runs an
+    block and vitals reading to the worker that owns its patient
+    (``patient_id % workers``; ``session_id % workers`` for replays and
+    streams without a patient), through a pipe, so that a patient's new
+    session meets the alarms of the ended one. Each worker runs an
     :class:`AnalysisProcessor` with its own database connection, batches
     beats across its sessions, and sends the events back as they are
     ready: a session's own events with the reply to its block, and every
@@ -657,7 +673,7 @@ class ShardedAnalysisProcessor:
     def close_stream(self, session_id: int) -> Sequence[LiveEvent]:
         """Wait for the worker to finish the session; its last events."""
         events = list(self.display.close_stream(session_id))
-        self._send(session_id, ("close", session_id))
+        self._send(self._shard(session_id), ("close", session_id))
         with self._replies:
             if not self._replies.wait_for(lambda: session_id in self._closed, self.reply_timeout_s):
                 raise TimeoutError(f"the analysis worker did not close session {session_id} in time")
@@ -720,13 +736,19 @@ class ShardedAnalysisProcessor:
         for request in self._requests:
             request.close()
 
-    def _send(self, session_id: int, message: tuple[str, Any]) -> None:
-        shard = session_id % len(self._requests)
+    def _shard(self, session_id: int) -> int:
+        """The worker of a session: one per patient, so a patient's new session finds the ended ones."""
+        stream = self._open.get(session_id)
+        patient = stream["patient_id"] if stream is not None else None
+        key = patient if patient is not None and stream is not None and not stream["replay"] else session_id
+        return int(key) % len(self._requests)
+
+    def _send(self, shard: int, message: tuple[str, Any]) -> None:
         with self._send_locks[shard]:
             self._requests[shard].send(message)
 
     def _exchange(self, session_id: int, message: tuple[str, Any]) -> list[LiveEvent]:
-        self._send(session_id, message)
+        self._send(self._shard(session_id), message)
         with self._replies:
             if self._errors:
                 raise RuntimeError(f"an analysis worker failed: {self._errors.pop(0)}")

@@ -261,6 +261,17 @@ class TestShardedAnalysisProcessor:
         assert labels
         assert [(e.data["seq"], e.data["label"]) for e in there if e.kind == "beat"] == labels
 
+    def test_a_patient_keeps_one_worker(self) -> None:
+        """A patient's streams share a worker, where a restarted device's new session finds the ended one."""
+        sharded = ShardedAnalysisProcessor(None, workers=2)
+        try:
+            for sid, patient, replay in ((1, 7, False), (2, 7, False), (3, 7, True), (4, None, False)):
+                sharded._open[sid] = {"patient_id": patient, "session_id": sid, "replay": replay}
+            assert sharded._shard(1) == sharded._shard(2) == 7 % 2
+            assert (sharded._shard(3), sharded._shard(4), sharded._shard(6)) == (1, 0, 0)  # by session id
+        finally:
+            sharded.close()
+
     def test_exceptions(self) -> None:
         with pytest.raises(ValueError, match=r"`workers` must be at least 1"):
             ShardedAnalysisProcessor(None, workers=0)

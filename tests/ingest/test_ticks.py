@@ -25,6 +25,7 @@ from storage import (
     Alarm,
     AlarmState,
     Database,
+    Device,
     Patient,
     Role,
     User,
@@ -98,7 +99,13 @@ def block_of(
 
 
 def send(
-    proc: AnalysisProcessor, clock: Clock, samples: np.ndarray, first: int, patient: int, session: int
+    proc: AnalysisProcessor,
+    clock: Clock,
+    samples: np.ndarray,
+    first: int,
+    patient: int,
+    session: int,
+    started_at: datetime = START,
 ) -> list[LiveEvent]:
     """Blocks of 0.25 s from sample ``first``, each arriving (real time) when its last sample is taken."""
     events: list[LiveEvent] = []
@@ -109,7 +116,8 @@ def send(
             seq,
             session,
             patient,
-            received_at=START + timedelta(seconds=(seq + FRAME) / FS),
+            started_at=started_at,
+            received_at=started_at + timedelta(seconds=(seq + FRAME) / FS),
         )
         clock.now = block.received_at.timestamp()  # type: ignore[union-attr]
         events.extend(proc.process(block))
@@ -187,6 +195,41 @@ class TestDeviceSilent:
         resumed = send(proc, clock, signal[6 * 360 :], 6 * 360, patient, session)
         assert len(alarms(resumed, "device_silent", "resolved")) == 1
         assert [r.state for r in rows(sqlite_db, patient, "device_silent")] == [AlarmState.RESOLVED]
+
+    def test_resolved_when_the_device_returns_under_a_new_session(
+        self, sqlite_db: Database, classifier: BeatClassifier
+    ) -> None:
+        """A restarted device opens a new recording: the patient's alarms move to it, none is left parked."""
+        patient, session = recording(sqlite_db, "restarted")
+        with sqlite_db.session() as db_session:
+            device = db_session.scalars(select(Device).where(Device.device_uid == "restarted")).one()
+            rec, _ = open_recording(
+                db_session,
+                device,
+                stream_id="s2",
+                fs=FS,
+                lead_names=("MLII", "V5"),
+                gain=200.0,
+                started_at=START,
+            )
+            new_session = int(rec.id)
+        clock = Clock()
+        proc = AnalysisProcessor(
+            sqlite_db, classifier, config=PipelineConfig(batch_wait_s=0.0), wall_clock=clock
+        )
+        signal = counts(12.0)
+        send(proc, clock, signal[: 6 * 360], 0, patient, session)
+        proc.close_stream(session)
+        last = clock.now
+        assert len(alarms(proc.tick(last + 10.5), "device_silent", "raised")) == 1
+        restart = datetime.fromtimestamp(last + 30.0, UTC)
+        resumed = send(proc, clock, signal[6 * 360 :], 0, patient, new_session, started_at=restart)
+        assert len(alarms(resumed, "device_silent", "resolved")) == 1
+        assert [r.state for r in rows(sqlite_db, patient, "device_silent")] == [AlarmState.RESOLVED]
+        assert proc.open_sessions["parked"] == 0
+        assert not alarms(proc.tick(clock.now + 5.0), "device_silent", "raised")
+        proc.close_stream(new_session)
+        assert proc.open_sessions["parked"] == 1  # the new stream, for its own device-silent alarm
 
     def test_sample_clock_ahead_of_wall_clock_is_not_silence(self, classifier: BeatClassifier) -> None:
         """Silence is measured from the arrival on the wall clock, whatever the sample clock says."""
