@@ -53,7 +53,9 @@ from dashboard.components import (
 )
 from dashboard.factory import ASSETS_FOLDER, DashboardServer, create_app, run_dashboard
 from dashboard.fhir_api import (
+    DEFAULT_PAGE,
     FHIR_PREFIX,
+    MAX_PAGE,
     FhirSearchError,
     bearer_token,
     operation_outcome,
@@ -125,12 +127,14 @@ __all__ = [
     "ALARM_STYLES",
     "ASSETS_FOLDER",
     "BEAT_CLASSES",
+    "DEFAULT_PAGE",
     "EMPTY_PATIENTS",
     "FHIR_PREFIX",
     "GAINS_MM_MV",
     "GAIN_MM_MV",
     "INDEX_STRING",
     "LOGIN_PAGE",
+    "MAX_PAGE",
     "MIN_PASSWORD_CHARS",
     "MISSING",
     "PAGE_MM",

@@ -15,6 +15,11 @@ parameters:
     bound (at most :data:`storage.MAX_WAVEFORM_SPAN` apart for
     Observations, which carry the ECG); ``Device`` takes an optional one;
     ``Patient`` ignores it.
+``_count``, ``_offset``
+    Paging: at most ``_count`` entries (default :data:`DEFAULT_PAGE`, at
+    most :data:`MAX_PAGE`; ``0`` answers the ``total`` alone) from match
+    number ``_offset`` (default 0). ``total`` counts every match, and the
+    Bundle links the ``next`` and ``previous`` pages.
 
 Who may read (checked on the server, for every request):
 
@@ -38,6 +43,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import urlencode
 
 import flask
 from fhir.resources.R4B.operationoutcome import OperationOutcome, OperationOutcomeIssue
@@ -62,7 +68,9 @@ from storage import (
 )
 
 __all__ = [
+    "DEFAULT_PAGE",
     "FHIR_PREFIX",
+    "MAX_PAGE",
     "FhirSearchError",
     "bearer_token",
     "operation_outcome",
@@ -74,7 +82,11 @@ __all__ = [
 #: Where the API is mounted.
 FHIR_PREFIX = "/fhir"
 
-_PARAMETERS = frozenset({"patient", "date", "_format"})
+#: Entries of a page when the search does not say (``_count``), and the most it may ask for.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+_PARAMETERS = frozenset({"patient", "date", "_format", "_count", "_offset"})
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 _DATE = re.compile(
     r"(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
@@ -238,9 +250,13 @@ def _search(resource_type: str) -> Response:
     try:
         unknown = sorted(set(args) - _PARAMETERS)
         if unknown:
-            raise FhirSearchError(f"unsupported search parameters {unknown}; supported: patient, date")
+            raise FhirSearchError(
+                f"unsupported search parameters {unknown}; supported: patient, date, _count, _offset"
+            )
         if args.get("_format", "json") not in _JSON_FORMATS:
             raise FhirSearchError(f"`_format` must be json, got {args.get('_format')!r}")
+        count = _int_param(args.get("_count"), "_count", DEFAULT_PAGE, high=MAX_PAGE)
+        offset = _int_param(args.get("_offset"), "_offset", 0)
         patient_id = parse_patient_param(args.get("patient"))
         start, end = parse_date_params(args.getlist("date"))
         if patient_id is None and resource_type != "Patient":
@@ -273,12 +289,41 @@ def _search(resource_type: str) -> Response:
                 "type": resource_type,
                 "start": start.isoformat() if start else None,
                 "end": end.isoformat() if end else None,
-                "count": len(resources),
+                "count": len(resources[offset : offset + count]),
+                "total": len(resources),
             },
         )
     base_url = flask.request.url_root.rstrip("/") + FHIR_PREFIX
-    bundle = searchset_bundle(resources, base_url=base_url, self_url=flask.request.url)
+    links = {}
+    if offset + count < len(resources) and count > 0:
+        links["next"] = _page_url(offset + count, count)
+    if offset > 0 and count > 0:
+        links["previous"] = _page_url(max(0, offset - count), count)
+    bundle = searchset_bundle(
+        resources[offset : offset + count],
+        base_url=base_url,
+        self_url=flask.request.url,
+        total=len(resources),
+        links=links,
+    )
     return Response(bundle.model_dump_json(), status=200, content_type=FHIR_JSON)
+
+
+def _int_param(text: str | None, name: str, default: int, *, high: int | None = None) -> int:
+    """A non-negative integer search parameter, at most ``high``."""
+    if text is None:
+        return default
+    bound = f"from 0 to {high}" if high is not None else ">= 0"
+    if not text.isdigit() or (high is not None and int(text) > high):
+        raise FhirSearchError(f"`{name}` must be an integer {bound}, got {text!r}")
+    return int(text)
+
+
+def _page_url(offset: int, count: int) -> str:
+    """This search's URL for the page of ``count`` entries from match ``offset``."""
+    args = flask.request.args.to_dict(flat=False)
+    args["_offset"], args["_count"] = [str(offset)], [str(count)]
+    return f"{flask.request.base_url}?{urlencode(args, doseq=True)}"
 
 
 def _find(

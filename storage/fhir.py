@@ -565,13 +565,26 @@ def export_bundle(
     )
 
 
-def searchset_bundle(resources: Sequence[Resource], *, base_url: str, self_url: str) -> Bundle:
-    """The ``searchset`` Bundle that answers a search: every resource a match, ``total`` set."""
+def searchset_bundle(
+    resources: Sequence[Resource],
+    *,
+    base_url: str,
+    self_url: str,
+    total: int | None = None,
+    links: Mapping[str, str] | None = None,
+) -> Bundle:
+    """The ``searchset`` Bundle that answers a search: every resource a match.
+
+    ``total`` is the number of matches of the whole search (default: the
+    resources given, for an answer in one page); ``links`` adds paging
+    links by relation (``next``, ``previous``...) after ``self``.
+    """
+    extra = [BundleLink(relation=rel, url=url) for rel, url in (links or {}).items()]
     return Bundle(
         type="searchset",
         timestamp=utcnow(),
-        total=len(resources),
-        link=[BundleLink(relation="self", url=self_url)],
+        total=len(resources) if total is None else total,
+        link=[BundleLink(relation="self", url=self_url), *extra],
         entry=[
             BundleEntry(fullUrl=_full_url(base_url, r), resource=r, search=BundleEntrySearch(mode="match"))
             for r in resources

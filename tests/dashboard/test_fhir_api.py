@@ -172,6 +172,42 @@ class TestSearch:
         one = _bundle(client.get(f"/fhir/Patient?patient={seeded.bob}&_format=json"))
         assert [e.resource.name[0].text for e in one.entry or []] == ["Bob Babbage"]
 
+    def test_paging(self, app_factory: Any, db: Database, seeded: Any) -> None:
+        """Following the next links from _count=10 gives every match once, in the unpaged order."""
+        client = app_factory().server.test_client()
+        headers = _bearer(_token(db))
+        query = f"/fhir/Observation?patient={seeded.ada}&{_window()}"
+        whole = _bundle(client.get(query, headers=headers))
+        ids = [e.resource.id for e in whole.entry or []]
+        assert len(ids) > 20
+        assert {link.relation for link in whole.link} == {"self"}  # one page holds it all
+        url: str | None = f"{query}&_count=10"
+        paged: list[str | None] = []
+        pages = []
+        while url is not None:
+            response = client.get(url, headers=headers)
+            assert response.status_code == 200, response.get_data(as_text=True)
+            page = Bundle.model_validate_json(response.get_data(as_text=True))
+            assert page.total == len(ids)
+            assert len(page.entry or []) == min(10, len(ids) - len(paged))
+            paged += [e.resource.id for e in page.entry or []]
+            pages.append({link.relation: link.url for link in page.link})
+            url = pages[-1].get("next")
+        assert paged == ids
+        assert "previous" not in pages[0]
+        assert "_offset=0" in pages[1]["previous"]
+        assert "next" not in pages[-1]
+        with db.session() as session:
+            last = session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "fhir.search").order_by(AuditEntry.id.desc())
+            ).first()
+        assert last is not None
+        assert (last.details["count"], last.details["total"]) == (len(ids) - 10 * (len(pages) - 1), len(ids))
+        counted = Bundle.model_validate_json(client.get(f"{query}&_count=0", headers=headers).get_data())
+        assert (counted.total, counted.entry) == (len(ids), None)
+        beyond = Bundle.model_validate_json(client.get(f"{query}&_offset=9999", headers=headers).get_data())
+        assert (beyond.total, beyond.entry) == (len(ids), None)
+
     def test_date_window_filters(self, app_factory: Any, db: Database, seeded: Any) -> None:
         client = app_factory().server.test_client()
         headers = _bearer(_token(db))
@@ -201,6 +237,9 @@ class TestSearch:
             ("Observation?patient=abc&date=2026-01-01", 400, "`patient` must be a patient id"),
             ("Observation?patient={ada}&code=8867-4", 400, "unsupported search parameters ['code']"),
             ("Patient?_format=xml", 400, "`_format` must be json"),
+            ("Patient?_count=-1", 400, "`_count` must be an integer from 0 to 1000, got '-1'"),
+            ("Patient?_count=1001", 400, "`_count` must be an integer from 0 to 1000"),
+            ("Patient?_offset=x", 400, "`_offset` must be an integer >= 0, got 'x'"),
             ("Encounter?patient={ada}", 404, "this API serves"),
         ],
     )
