@@ -871,10 +871,8 @@ def compare_results(
     diff["classes"].pop("none", None)
 
     def pooled(cms: NDArray[np.int64]) -> dict[str, Any]:
-        cm = cms.sum(axis=0)
-        per = class_metrics(cm)  # the first five rows and columns are the AAMI classes
-        macro = float(np.mean([np.nan_to_num(per[c]["f1"]) for c in SCORED_CLASSES]))
-        return {"accuracy": 100.0 * np.trace(cm) / cm.sum(), "macro_f1": macro, "classes": per}
+        res = result_from_confusion("inter-patient", cms.sum(axis=0), macro_over=SCORED_CLASSES)
+        return {k: res[k] for k in ("accuracy", "macro_f1", "classes")}
 
     return {
         "leads": leads,
