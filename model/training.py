@@ -429,6 +429,7 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
                     "val_accuracy": val["accuracy"],
                     **f1,
                     "val_confusion": val["confusion"],
+                    **({"val_records": val["records"]} if "records" in val else {}),
                     **raw,
                     "lr": optimiser.param_groups[0]["lr"],
                 }
@@ -624,14 +625,21 @@ def evaluate_beats(
     """Confusion matrix and metrics of ``model`` on ``records`` (sliding-context inference).
 
     ``masks`` restricts scoring to some beats of each record (pooled splits);
-    ``n_leads=1`` classifies from lead 0 (MLII) alone.
+    ``n_leads=1`` classifies from lead 0 (MLII) alone. Without ``masks``
+    (whole held-out records) ``records`` holds each record's confusion.
     """
     y_true, y_pred, _ = predict_records(model, records, n_leads=n_leads, device=device)
     if masks is not None:
         y_true = [t[m] for t, m in zip(y_true, masks, strict=True)]
         y_pred = [p[m] for p, m in zip(y_pred, masks, strict=True)]
     cm = confusion_matrix(np.concatenate(y_true), np.concatenate(y_pred))
-    return {"confusion": cm.tolist(), "classes": class_metrics(cm), **summary_metrics(cm)}
+    out = {"confusion": cm.tolist(), "classes": class_metrics(cm), **summary_metrics(cm)}
+    if masks is None:
+        out["records"] = {
+            rec.record: confusion_matrix(t, p).tolist()
+            for rec, t, p in zip(records, y_true, y_pred, strict=True)
+        }
+    return out
 
 
 @torch.no_grad()

@@ -42,6 +42,9 @@ class TestTrain:
         assert ckpt.train_config["lr"] == 3e-3
         assert ckpt.metrics["epochs_run"] == 3
         assert "confusion" in ckpt.metrics["validation"]
+        for h in res["history"]:  # each held-out record's matrix, for record-level resampling
+            assert list(h["val_records"]) == ["118"]
+            assert h["val_records"]["118"] == h["val_confusion"]
 
     def test_refit_without_validation(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
         """No validation records: exactly ``epochs`` epochs, the last one kept, augmentation on."""
