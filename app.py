@@ -804,6 +804,13 @@ def evaluate_folds_cmd(
         f"mean from epoch {from_epoch}: {result['mean']:.1f} +/- {result['sd']:.1f}; "
         f"best {result['best_score']:.1f} at epoch {result['best_epoch']}"
     )
+    if "intervals" in result:
+        ci = result["intervals"]
+        lo, hi = ci["macro_f1"]
+        click.echo(
+            f"score of the summed epochs {from_epoch}+, {ci['level']:.0f} % interval over the "
+            f"{ci['n_records']} held-out records resampled: [{lo:.1f}, {hi:.1f}]"
+        )
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
@@ -901,9 +908,11 @@ def evaluate_compare_cmd(candidate: Path, baseline: Path, leads: int, json_path:
     """Is CANDIDATE ahead of BASELINE on DS2 beyond the luck of which patients were tested?
 
     Both are JSON results of `evaluate model --protocol inter-patient` (or
-    `evaluate terms --test ds2`) on the same records. The test records are
-    resampled together, and each difference gets a 95 % interval and the
-    share of resamples in which the candidate is ahead.
+    `evaluate terms --test ds2`) on the same records, or two `evaluate folds`
+    results of runs that kept each record's confusion (macro_f1 is then the
+    fold score). The records are resampled together, and each difference
+    gets a 95 % interval and the share of resamples in which the candidate
+    is ahead.
     """
     from model.evaluation import compare_results
 
@@ -913,9 +922,8 @@ def evaluate_compare_cmd(candidate: Path, baseline: Path, leads: int, json_path:
     except (ValueError, json.JSONDecodeError) as exc:
         raise click.BadParameter(str(exc), param_hint="CANDIDATE / BASELINE") from exc
     d = result["difference"]
-    click.echo(
-        f"{leads} lead(s), {len(result['records'])} records: candidate, baseline, difference [95 % interval]"
-    )
+    what = "DS1 folds" if result["macro_f1_classes"] == ["N", "S", "V"] else f"{leads} lead(s)"
+    click.echo(f"{what}, {len(result['records'])} records: candidate, baseline, difference [95 % interval]")
 
     def pick(block: dict[str, Any], key: str, c: str | None) -> Any:
         return block[key] if c is None else block["classes"][c][key]

@@ -99,6 +99,8 @@ EVAL_PROTOCOLS: tuple[str, ...] = ("inter-patient", "random", "cv")
 
 #: Classes averaged into ``macro_f1`` for the inter-patient protocol.
 SCORED_CLASSES: tuple[str, ...] = ("N", "S", "V", "F")
+#: The classes of the selection score (:func:`model.training.selection_score`) on DS1 folds.
+FOLD_CLASSES: tuple[str, ...] = ("N", "S", "V")
 
 
 def result_from_confusion(
@@ -507,7 +509,12 @@ def pooled_folds(
     dict
         ``epochs`` (per epoch: ``epoch``, ``score``, ``accuracy`` and the
         Se / +P / F1 of N, S, V), ``mean``, ``sd`` (over epochs from
-        ``from_epoch``), ``best_epoch``, ``best_score``, ``folds``.
+        ``from_epoch``), ``best_epoch``, ``best_score``, ``folds``. Runs
+        that kept each record's validation confusion (``val_records``)
+        add ``records`` (each held-out record's matrices summed over the
+        epochs from ``from_epoch``) and their record-bootstrap
+        ``intervals``, whose ``macro_f1`` is the score (the mean F1 of N, S
+        and V); :func:`compare_results` pairs two candidates by record.
 
     Raises
     ------
@@ -540,7 +547,20 @@ def pooled_folds(
         epochs.append(row)
     late = np.array([r["score"] for r in epochs[from_epoch - 1 :]])  # empty: a run shorter than that
     best = max(epochs, key=lambda r: r["score"])
+    by_record: dict[str, Any] = {}
+    if not raw and late.size and all("val_records" in h for hist in histories for h in hist):
+        summed: dict[str, NDArray[np.int64]] = {}
+        for hist in histories:
+            for h in hist[from_epoch - 1 :]:
+                for rec, m in h["val_records"].items():
+                    summed[rec] = summed.get(rec, 0) + np.asarray(m, dtype=np.int64)
+        if len(summed) >= 2:
+            by_record["records"] = {rec: m.tolist() for rec, m in summed.items()}
+            by_record["intervals"] = record_bootstrap(
+                np.stack(list(summed.values())), macro_over=FOLD_CLASSES
+            )
     return {
+        **by_record,
         "folds": [str(p) for p in checkpoints],
         "raw": raw,
         "from_epoch": from_epoch,
@@ -838,7 +858,8 @@ def compare_results(
 
     ``candidate`` and ``baseline`` are :func:`evaluate_model` results (their
     ``by_leads`` entry for ``leads``) or :func:`terms_baseline` results with
-    a ``test`` set (MLII only). The records are resampled together
+    a ``test`` set (MLII only); or two :func:`pooled_folds` results (DS1
+    records; ``macro_f1`` is then the fold score, the mean F1 of N, S, V). The records are resampled together
     (:func:`model.metrics.record_bootstrap` with ``baseline``), so the
     interval of a difference is the spread another sample of patients would
     have shown, and ``share_ahead`` how often the candidate came out ahead.
@@ -867,14 +888,16 @@ def compare_results(
             f"(matrices {ca.shape[1:]} vs {cb.shape[1:]})"
         )
     classes = AAMI_CLASSES if ca.shape[1] == len(AAMI_CLASSES) else (*AAMI_CLASSES, "none")
-    diff = record_bootstrap(ca, cb, classes=classes, macro_over=SCORED_CLASSES, n_resamples=n_resamples)
+    macro = FOLD_CLASSES if "epochs" in candidate and "epochs" in baseline else SCORED_CLASSES
+    diff = record_bootstrap(ca, cb, classes=classes, macro_over=macro, n_resamples=n_resamples)
     diff["classes"].pop("none", None)
 
     def pooled(cms: NDArray[np.int64]) -> dict[str, Any]:
-        res = result_from_confusion("inter-patient", cms.sum(axis=0), macro_over=SCORED_CLASSES)
+        res = result_from_confusion("inter-patient", cms.sum(axis=0), macro_over=macro)
         return {k: res[k] for k in ("accuracy", "macro_f1", "classes")}
 
     return {
+        "macro_f1_classes": list(macro),
         "leads": leads,
         "records": list(a),
         "candidate": pooled(ca),
@@ -890,12 +913,14 @@ def _result_records(result: dict[str, Any], leads: int, name: str) -> dict[str, 
         if entry is None:
             have = sorted(result["by_leads"])
             raise ValueError(f"the {name} was not evaluated with {leads} lead(s), only with {have}")
+    elif "epochs" in result:  # pooled DS1 folds: one matrix per held-out record
+        entry = result
     elif "test" in result:
         if leads != 1:
             raise ValueError(f"the {name} is a terms baseline, scored on MLII only (leads 1), not {leads}")
         entry = result["test"]
     else:
-        raise ValueError(f"the {name} is not an inter-patient evaluation (no `by_leads` or `test`)")
+        raise ValueError(f"the {name} is not an inter-patient evaluation or pooled folds")
     records: dict[str, Any] | None = entry.get("records")
     if not records:
         raise ValueError(f"the {name} has no per-record confusion matrices; evaluate it again with this code")

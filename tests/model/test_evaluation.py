@@ -152,6 +152,51 @@ class TestPooledFolds:
         assert res["mean"] == pytest.approx((first["score"] + 100.0) / 2)
         assert pooled_folds([a, b], from_epoch=2)["mean"] == pytest.approx(100.0)
 
+    def test_records(self, tiny_config: ModelConfig, tmp_path: Path) -> None:
+        """Each held-out record's matrices summed from ``from_epoch``, resampled and compared by record."""
+        good, poor = _cm((10, 0, 0), (0, 10, 0), (0, 0, 10)), _cm((10, 0, 0), (5, 5, 0), (0, 0, 10))
+
+        def run(path: Path, held_out: dict[str, list[list[int]]]) -> Path:
+            pooled = np.sum([np.asarray(m) for m in held_out.values()], axis=0).tolist()
+            history = [{"epoch": e, "val_confusion": pooled, "val_records": held_out} for e in (1, 2, 3)]
+            return _run_file(path, tiny_config, {"history": history})
+
+        ours = [
+            run(tmp_path / "a0.pt", {"w": good, "x": poor}),
+            run(tmp_path / "a1.pt", {"y": good, "z": good}),
+        ]
+        res = pooled_folds(ours, from_epoch=2)
+        assert list(res["records"]) == ["w", "x", "y", "z"]
+        assert res["records"]["x"] == (2 * np.asarray(poor)).tolist()  # epochs 2 and 3
+        assert res["intervals"]["n_records"] == 4
+        worse = pooled_folds(
+            [
+                run(tmp_path / "b0.pt", {"w": poor, "x": poor}),
+                run(tmp_path / "b1.pt", {"y": poor, "z": good}),
+            ],
+            from_epoch=2,
+        )
+        cmp = compare_results(res, worse, n_resamples=200)
+        assert cmp["macro_f1_classes"] == ["N", "S", "V"]  # the fold score
+        assert cmp["candidate"]["macro_f1"] == pytest.approx(res["mean"])
+        assert cmp["difference"]["share_ahead"]["classes"]["S"]["se"] > 0.8  # not when only x and z are drawn
+        from click.testing import CliRunner
+
+        from app import cli
+
+        a, b = tmp_path / "a.json", tmp_path / "b.json"
+        args = ["evaluate", "folds", *map(str, ours), "--from-epoch", "2", "--json", str(a)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "interval over the 4 held-out records resampled" in result.output
+        b.write_text(json.dumps(worse))
+        result = CliRunner().invoke(cli, ["evaluate", "compare", str(a), str(b)])
+        assert result.exit_code == 0, result.output
+        assert "DS1 folds, 4 records" in result.output
+        # Runs without per-record matrices (older checkpoints) pool as before, without intervals.
+        plain = _fold_run(tmp_path / "p.pt", tiny_config, [good, good])
+        assert "records" not in pooled_folds([plain], from_epoch=1)
+
     def test_raw(self, tiny_config: ModelConfig, tmp_path: Path) -> None:
         """A weight-averaged run also holds the raw network's confusion; ``raw`` scores that."""
         good, bad = _cm((10, 0, 0), (0, 10, 0), (0, 0, 10)), _cm((10, 0, 0), (10, 0, 0), (10, 0, 0))
