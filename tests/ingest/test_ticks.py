@@ -175,11 +175,31 @@ class TestDeviceSilent:
         assert row.state is AlarmState.RESOLVED
         assert row.ended_at is not None
 
+    @pytest.mark.parametrize("new_session", [False, True], ids=["same-session", "new-session"])
     def test_raised_after_disconnect_and_resolved_on_resume(
-        self, sqlite_db: Database, classifier: BeatClassifier
+        self, sqlite_db: Database, classifier: BeatClassifier, new_session: bool
     ) -> None:
-        """A device whose connection ended: device_silent is still raised; the resumed stream resolves it."""
-        patient, session = recording(sqlite_db, "gone")
+        """A device whose connection ended: device_silent is still raised; the resumed stream resolves it.
+
+        A restarted device resumes under a new recording session: the
+        patient's alarms move to it, and nothing is left parked.
+        """
+        uid = f"gone-{new_session}"
+        patient, session = recording(sqlite_db, uid)
+        resume_session, resume_first = session, 6 * 360
+        if new_session:
+            with sqlite_db.session() as db_session:
+                device = db_session.scalars(select(Device).where(Device.device_uid == uid)).one()
+                rec, _ = open_recording(
+                    db_session,
+                    device,
+                    stream_id="s2",
+                    fs=FS,
+                    lead_names=("MLII", "V5"),
+                    gain=200.0,
+                    started_at=START,
+                )
+                resume_session, resume_first = int(rec.id), 0
         clock = Clock()
         proc = AnalysisProcessor(
             sqlite_db, classifier, config=PipelineConfig(batch_wait_s=0.0), wall_clock=clock
@@ -192,44 +212,16 @@ class TestDeviceSilent:
         assert len(alarms(proc.tick(last + 10.5), "device_silent", "raised")) == 1
         assert [r.state for r in rows(sqlite_db, patient, "device_silent")] == [AlarmState.ACTIVE]
         clock.now = last + 30.0
-        resumed = send(proc, clock, signal[6 * 360 :], 6 * 360, patient, session)
-        assert len(alarms(resumed, "device_silent", "resolved")) == 1
-        assert [r.state for r in rows(sqlite_db, patient, "device_silent")] == [AlarmState.RESOLVED]
-
-    def test_resolved_when_the_device_returns_under_a_new_session(
-        self, sqlite_db: Database, classifier: BeatClassifier
-    ) -> None:
-        """A restarted device opens a new recording: the patient's alarms move to it, none is left parked."""
-        patient, session = recording(sqlite_db, "restarted")
-        with sqlite_db.session() as db_session:
-            device = db_session.scalars(select(Device).where(Device.device_uid == "restarted")).one()
-            rec, _ = open_recording(
-                db_session,
-                device,
-                stream_id="s2",
-                fs=FS,
-                lead_names=("MLII", "V5"),
-                gain=200.0,
-                started_at=START,
-            )
-            new_session = int(rec.id)
-        clock = Clock()
-        proc = AnalysisProcessor(
-            sqlite_db, classifier, config=PipelineConfig(batch_wait_s=0.0), wall_clock=clock
+        started = datetime.fromtimestamp(clock.now, UTC) if new_session else START
+        resumed = send(
+            proc, clock, signal[6 * 360 :], resume_first, patient, resume_session, started_at=started
         )
-        signal = counts(12.0)
-        send(proc, clock, signal[: 6 * 360], 0, patient, session)
-        proc.close_stream(session)
-        last = clock.now
-        assert len(alarms(proc.tick(last + 10.5), "device_silent", "raised")) == 1
-        restart = datetime.fromtimestamp(last + 30.0, UTC)
-        resumed = send(proc, clock, signal[6 * 360 :], 0, patient, new_session, started_at=restart)
         assert len(alarms(resumed, "device_silent", "resolved")) == 1
         assert [r.state for r in rows(sqlite_db, patient, "device_silent")] == [AlarmState.RESOLVED]
         assert proc.open_sessions["parked"] == 0
         assert not alarms(proc.tick(clock.now + 5.0), "device_silent", "raised")
-        proc.close_stream(new_session)
-        assert proc.open_sessions["parked"] == 1  # the new stream, for its own device-silent alarm
+        proc.close_stream(resume_session)
+        assert proc.open_sessions["parked"] == 1  # the resumed stream, for its own device-silent alarm
 
     def test_sample_clock_ahead_of_wall_clock_is_not_silence(self, classifier: BeatClassifier) -> None:
         """Silence is measured from the arrival on the wall clock, whatever the sample clock says."""
