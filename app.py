@@ -811,10 +811,7 @@ def evaluate_folds_cmd(
             f"score of the summed epochs {from_epoch}+, {ci['level']:.0f} % interval over the "
             f"{ci['n_records']} held-out records resampled: [{lo:.1f}, {hi:.1f}]"
         )
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1))
-        click.echo(f"wrote {json_path}")
+    _write_result(result, json_path)
 
 
 @evaluate.command("terms")
@@ -873,6 +870,11 @@ def evaluate_terms_cmd(
     if "test" in result:
         click.echo(f"test records {', '.join(test)}:")
         _echo_classes(result["test"])
+    _write_result(result, json_path)
+
+
+def _write_result(result: dict[str, Any], json_path: Path | None) -> None:
+    """Write ``result`` as JSON to ``json_path`` (and say so), if one is given."""
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
@@ -939,10 +941,7 @@ def evaluate_compare_cmd(candidate: Path, baseline: Path, leads: int, json_path:
         label = key if c is None else f"{c} {key}"
         span = "[n/a]" if lo is None else f"[{lo:+6.1f}, {hi:+6.1f}]"
         click.echo(f"  {label:9s} {va:6.1f} {vb:6.1f} {va - vb:+6.1f} {span}{share}")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1))
-        click.echo(f"wrote {json_path}")
+    _write_result(result, json_path)
 
 
 @evaluate.command("model")
