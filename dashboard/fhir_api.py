@@ -280,6 +280,7 @@ def _search(resource_type: str) -> Response:
             resources = _find(session, resource_type, patient_id, start, end, allowed)
         except ValueError as exc:  # a span too long for one answer
             return _outcome(400, "invalid", str(exc))
+        page = resources[offset : offset + count]
         append_audit(
             session,
             caller.actor,
@@ -289,18 +290,18 @@ def _search(resource_type: str) -> Response:
                 "type": resource_type,
                 "start": start.isoformat() if start else None,
                 "end": end.isoformat() if end else None,
-                "count": len(resources[offset : offset + count]),
+                "count": len(page),
                 "total": len(resources),
             },
         )
     base_url = flask.request.url_root.rstrip("/") + FHIR_PREFIX
     links = {}
-    if offset + count < len(resources) and count > 0:
+    if count > 0 and offset + count < len(resources):
         links["next"] = _page_url(offset + count, count)
-    if offset > 0 and count > 0:
+    if count > 0 and offset > 0:
         links["previous"] = _page_url(max(0, offset - count), count)
     bundle = searchset_bundle(
-        resources[offset : offset + count],
+        page,
         base_url=base_url,
         self_url=flask.request.url,
         total=len(resources),

@@ -738,9 +738,9 @@ class ShardedAnalysisProcessor:
 
     def _shard(self, session_id: int) -> int:
         """The worker of a session: one per patient, so a patient's new session finds the ended ones."""
-        stream = self._open.get(session_id)
-        patient = stream["patient_id"] if stream is not None else None
-        key = patient if patient is not None and stream is not None and not stream["replay"] else session_id
+        stream = self._open.get(session_id, {})
+        patient = stream.get("patient_id")
+        key = patient if patient is not None and not stream.get("replay") else session_id
         return int(key) % len(self._requests)
 
     def _send(self, shard: int, message: tuple[str, Any]) -> None:

@@ -65,12 +65,6 @@ def _rate(num: float, den: float) -> float:
     return float(100.0 * num / den) if den > 0 else float("nan")
 
 
-def _f1(se: float, ppv: float) -> float:
-    if np.isnan(se) or np.isnan(ppv):
-        return float("nan")
-    return float(2 * se * ppv / (se + ppv)) if se + ppv > 0 else 0.0
-
-
 def class_metrics(confusion: ArrayLike, classes: Sequence[str] = AAMI_CLASSES) -> dict[str, dict[str, float]]:
     """Se, +P and F1 (percent) of each class of a confusion matrix.
 
@@ -81,13 +75,16 @@ def class_metrics(confusion: ArrayLike, classes: Sequence[str] = AAMI_CLASSES) -
     (90.0, 81.8)
     """
     cm = np.asarray(confusion, dtype=np.float64)
-    out: dict[str, dict[str, float]] = {}
-    for i, name in enumerate(classes):
-        tp = cm[i, i]
-        se = _rate(tp, cm[i].sum())
-        ppv = _rate(tp, cm[:, i].sum())
-        out[name] = {"se": se, "ppv": ppv, "f1": _f1(se, ppv), "support": int(cm[i].sum())}
-    return out
+    rates = _batch_rates(cm[None])
+    return {
+        name: {
+            "se": float(rates["se"][0, i]),
+            "ppv": float(rates["ppv"][0, i]),
+            "f1": float(rates["f1"][0, i]),
+            "support": int(cm[i].sum()),
+        }
+        for i, name in enumerate(classes)
+    }
 
 
 def summary_metrics(
@@ -266,20 +263,37 @@ def record_bootstrap(
     return out
 
 
-def _batch_metrics(cms: NDArray[np.float64], in_macro: NDArray[np.bool_]) -> dict[str, NDArray[np.float64]]:
-    """Per-class Se, +P, F1, accuracy and macro F1 of (B, C, C) matrices at once (as the functions above)."""
+def _batch_rates(cms: NDArray[np.float64]) -> dict[str, NDArray[np.float64]]:
+    """Se, +P and F1 (percent) of every class of (B, C, C) matrices; ``nan`` where undefined.
+
+    F1 is ``nan`` when Se or +P is, 0 when both are 0. The one definition
+    behind :func:`class_metrics` and :func:`record_bootstrap`.
+    """
     tp = np.einsum("bii->bi", cms)
     support, predicted = cms.sum(axis=2), cms.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         se = np.where(support > 0, 100.0 * tp / support, np.nan)
         ppv = np.where(predicted > 0, 100.0 * tp / predicted, np.nan)
         f1 = np.where(se + ppv > 0, 2 * se * ppv / (se + ppv), 0.0)
-        f1[np.isnan(se) | np.isnan(ppv)] = np.nan  # as class_metrics: undefined, not 0
-        present = (support > 0) & in_macro
+    f1[np.isnan(se) | np.isnan(ppv)] = np.nan
+    return {"se": se, "ppv": ppv, "f1": f1, "support": support}
+
+
+def _batch_metrics(cms: NDArray[np.float64], in_macro: NDArray[np.bool_]) -> dict[str, NDArray[np.float64]]:
+    """Per-class rates, accuracy and macro F1 (as :func:`summary_metrics`) of (B, C, C) matrices at once."""
+    rates = _batch_rates(cms)
+    present = (rates["support"] > 0) & in_macro
+    with np.errstate(invalid="ignore", divide="ignore"):
         macro = np.where(
             present.any(axis=1),
-            (np.nan_to_num(f1) * present).sum(axis=1) / present.sum(axis=1),
+            (np.nan_to_num(rates["f1"]) * present).sum(axis=1) / present.sum(axis=1),
             np.nan,
         )
-        accuracy = 100.0 * tp.sum(axis=1) / cms.sum(axis=(1, 2))
-    return {"accuracy": accuracy, "macro_f1": macro, "se": se, "ppv": ppv, "f1": f1}
+        accuracy = 100.0 * np.einsum("bii->b", cms) / cms.sum(axis=(1, 2))
+    return {
+        "accuracy": accuracy,
+        "macro_f1": macro,
+        "se": rates["se"],
+        "ppv": rates["ppv"],
+        "f1": rates["f1"],
+    }
