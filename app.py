@@ -242,6 +242,46 @@ def ensemble(runs: tuple[Path, ...], out: Path) -> None:
     click.echo(f"wrote {out}: {ckpt.members} x {ckpt.model_name}")
 
 
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Checkpoint file."
+)
+@click.option("--off", is_flag=True, help="Remove the gate instead.")
+@click.option(
+    "--lags", type=click.IntRange(min=1), default=None, help="Earlier intervals an interval may repeat."
+)
+@click.option("--window", type=click.IntRange(min=1), default=None, help="Clean intervals in the median.")
+@click.option(
+    "--threshold", type=click.FloatRange(0.0, min_open=True), default=None, help="Irregularity called AF."
+)
+def gate(
+    checkpoint: Path, out: Path, off: bool, lags: int | None, window: int | None, threshold: float | None
+) -> None:
+    """Write CHECKPOINT with the atrial-fibrillation gate of the S class attached.
+
+    Inference then finds atrial fibrillation from the RR intervals
+    (sigproc.rhythm; defaults chosen on DS1) and calls no beat S while it
+    lasts; `evaluate model`, `serve` and `replay` follow the checkpoint.
+    """
+    from dataclasses import replace
+
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from sigproc.rhythm import AFDetector
+
+    ckpt = load_checkpoint(checkpoint)
+    if off:
+        ckpt = replace(ckpt, af_detector=None)
+    else:
+        given: dict[str, Any] = {"lags": lags, "window": window, "threshold": threshold}
+        try:
+            ckpt = replace(ckpt, af_detector=AFDetector(**{k: v for k, v in given.items() if v is not None}))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+    save_checkpoint(ckpt, out)
+    click.echo(f"wrote {out}: AF gate {'off' if ckpt.af_detector is None else ckpt.af_detector}")
+
+
 # serve and replay ------------------------------------------------------------
 
 _INSTANCE_DIR = click.option(
@@ -901,6 +941,62 @@ def _echo_classes(result: dict[str, Any]) -> None:
         click.echo(f"  [{ci['level']:.0f} % intervals over {ci['n_records']} test records resampled]")
 
 
+@evaluate.command("af")
+@_DATA_DIR
+@click.argument("checkpoints", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--records",
+    default="ds2",
+    show_default=True,
+    help="'ds1', 'ds2' or comma-separated MIT-BIH records.",
+)
+@click.option("--leads", type=click.IntRange(1, 2), default=1, show_default=True)
+@click.option("--grid", is_flag=True, help="Also search the detector's parameters for the best Youden's J.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def evaluate_af_cmd(
+    data_dir: Path | None,
+    checkpoints: tuple[Path, ...],
+    records: str,
+    leads: int,
+    grid: bool,
+    json_path: Path | None,
+) -> None:
+    """Score the AF gate's atrial-fibrillation calls against the MIT-BIH rhythm annotations.
+
+    Each record is classified by the first of CHECKPOINTS (default: the
+    shipped weights) not trained on it: the four fold networks of DS1 give
+    out-of-fold calls on DS1, the shipped weights score DS2.
+    """
+    from model.inference import SHIPPED_WEIGHTS
+    from model.rhythm_evaluation import evaluate_af
+    from sigproc.records import DS1, DS2, MITDB_RECORDS
+
+    named = {"ds1": list(DS1), "ds2": list(DS2)}
+    chosen = named.get(records.strip().lower()) or _records_option(records, MITDB_RECORDS, "mitdb")
+    try:
+        result = evaluate_af(
+            list(checkpoints) or [SHIPPED_WEIGHTS], chosen, data_dir=data_dir, leads=leads, grid=grid
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.BadParameter(str(exc), param_hint="CHECKPOINTS / --records") from exc
+    click.echo(f"detector {result['detector']}")
+    click.echo("record  AF beats  called   other beats  called  S beats called")
+    for name, r in result["records"].items():
+        click.echo(
+            f"{name:>6}  {r['af_beats']:8d}  {r['af_called']:6d}  {r['other_beats']:12d}  "
+            f"{r['other_called']:6d}  {r['s_beats_called']:14d}"
+        )
+    p = result["pooled"]
+    se, fpr = ("n/a" if p[k] is None else f"{p[k]:.2f} %" for k in ("se", "fpr"))
+    click.echo(f"pooled: AF sensitivity {se}, other beats called AF {fpr}, Youden's J {p['j']}")
+    for row in result.get("grid", [])[:10]:
+        click.echo(
+            f"  J {row['j']:.3f}  lags {row['lags']} window {row['window']} threshold {row['threshold']:.3f}"
+            f"  Se {row['se']:.1f}  other called {row['other_called']}"
+        )
+    _write_result(result, json_path)
+
+
 @evaluate.command("compare")
 @click.argument("candidate", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.argument("baseline", type=click.Path(dir_okay=False, exists=True, path_type=Path))
@@ -1009,6 +1105,12 @@ def evaluate_compare_cmd(candidate: Path, baseline: Path, leads: int, json_path:
     metavar="KEY=VALUE",
     help="random / cv: another `train` setting of the three models, e.g. lead-dropout=0 (repeatable).",
 )
+@click.option(
+    "--af-gate/--no-af-gate",
+    default=None,
+    help="inter-patient: no S calls in atrial fibrillation found from the RR intervals "
+    "(sigproc.rhythm). Default: as the checkpoint says (the shipped weights gate).",
+)
 def evaluate_model_cmd(
     data_dir: Path | None,
     checkpoint: Path | None,
@@ -1025,6 +1127,7 @@ def evaluate_model_cmd(
     peaks: str,
     jobs: int,
     settings: tuple[str, ...],
+    af_gate: bool | None,
 ) -> None:
     """Evaluate beat classification (AAMI N, S, V, F, Q) the EC57 way."""
     from model.data import PreprocessConfig
@@ -1034,6 +1137,8 @@ def evaluate_model_cmd(
     overrides = _train_overrides(settings)
     if overrides and protocol == "inter-patient":
         raise click.BadParameter("training settings apply to --protocol random or cv", param_hint="--set")
+    if af_gate and protocol != "inter-patient":
+        raise click.BadParameter("the AF gate applies to --protocol inter-patient", param_hint="--af-gate")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     if protocol == "inter-patient":
         result = evaluate_model(
@@ -1045,6 +1150,7 @@ def evaluate_model_cmd(
             figure_path=figure,
             device_fs=device_fs,
             peaks=peaks,
+            af_gate=af_gate,
         )
     else:
         chosen: dict[str, Any] = {"dropout": dropout, "lr": lr, "batch_size": batch_size}

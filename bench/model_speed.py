@@ -68,6 +68,7 @@ def main() -> None:
     result = {
         "benchmark": "model_speed",
         "checkpoint": str(args.checkpoint),
+        "af_gate": clf.af_detector is not None,
         "threads": torch.get_num_threads(),
         "input_fs": fs,
         "model_fs": clf.fs,

@@ -145,11 +145,12 @@ from ingest.alarms import (
 from ingest.processing import DisplayProcessor, LiveEvent, StoredBlock, VitalsReading
 from ingest.protocol import SeqKind
 from ingest.replay import ReplaySignal
-from model.inference import BeatClassifier
+from model.inference import BeatClassifier, gate_beat
 from sigproc.beats import StreamingRRFeatures, beat_windows, rr_features
 from sigproc.filters import StreamingFilter
 from sigproc.peaks import StreamingPeakDetector, detect_r_peaks
 from sigproc.quality import Artifact, QualityConfig, assess_quality
+from sigproc.rhythm import AFMonitor
 from storage import Alarm, AlarmPriority, AlarmState, Beat, Database, Patient, Vitals, add_beats
 
 __all__ = [
@@ -1077,6 +1078,7 @@ class _Output:
     class_probs: NDArray[np.float32]  # (C,)
     abnormal: float
     early: float  # probability that one of the next H beats is not N
+    af: bool = False  # in atrial fibrillation by the checkpoint's AF gate (S folded into N)
 
 
 class _Session:
@@ -1103,6 +1105,8 @@ class _Session:
         self.use_post_rr = bool(classifier.checkpoint.model_config.use_post_rr)
         self.engine = AlarmEngine(limits)
         self.context: deque[torch.Tensor] = deque(maxlen=classifier.checkpoint.model_config.seq_len - 1)
+        detector = classifier.af_detector
+        self.af: AFMonitor | None = None if detector is None else AFMonitor(detector)
         self.outbox: list[dict[str, Any]] = []
         self.pending_beats: list[tuple[_Ready, _Output]] = []
         self.pending_alarms: list[AlarmChange] = []
@@ -1135,6 +1139,8 @@ class _Session:
         self.held: deque[_Held] = deque()
         self.arrivals: deque[tuple[int, float]] = deque()
         self.context.clear()
+        if self.af is not None:
+            self.af.reset()
         self.hr_rr.clear()
         self.last_good_peak = None
         self.quality_ok = False  # unknown until the first window is judged
@@ -1306,6 +1312,7 @@ class _Session:
             dict(zip(self.classifier.classes, out.class_probs.tolist(), strict=True)),
             early_alarm=out.early,
             quality_ok=ok,
+            af=out.af,
         )
         self.pending_beats.append((item, out))
         self.pending_since = min(self.pending_since, now)
@@ -1359,6 +1366,7 @@ class _Session:
             "p_abnormal": round(out.abnormal, 4),
             "p_early_alarm": round(out.early, 4),
             "early_alarm": out.early >= self.engine.limits.early_warning_threshold,
+            "af": out.af,
             "quality_ok": self.quality_ok and self.technical is None,
             "t_arrival": item.arrival,
         }
@@ -1511,17 +1519,26 @@ def _classify(classifier: BeatClassifier, ready: list[_Ready]) -> list[_Output]:
         seq = torch.stack([*context, feats[i]])  # (T, D), T <= seq_len
         context.append(feats[i])
         sequences.setdefault(seq.shape[0], []).append((id(item), seq))
-    results: dict[int, _Output] = {}
+    heads: dict[int, tuple[NDArray[np.float32], float, NDArray[np.float32]]] = {}
     for group in sequences.values():
         s, _ = model.temporal(torch.stack([seq for _, seq in group]), last_only=True)  # (G, 1, hidden)
         out = model.heads(s[:, -1:])
         probs = torch.softmax(out.class_logits[:, 0], -1).numpy()  # (G, C)
         abnormal = torch.sigmoid(out.abnormal_logit[:, 0]).numpy()  # (G,)
         early = torch.softmax(out.early_logits[:, 0], -1).numpy()  # (G, H, C)
-        not_normal = (1.0 - early[:, :, classifier.classes.index("N")]).max(axis=1)  # (G,)
         for j, (key, _) in enumerate(group):
-            results[key] = _Output(probs[j], float(abnormal[j]), float(not_normal[j]))
-    return [results[id(item)] for item in ready]
+            heads[key] = (probs[j], float(abnormal[j]), early[j])
+    n = classifier.classes.index("N")
+    results = []
+    for item in ready:  # in stream order within each session: the AF gate's history
+        beat_probs, beat_abnormal, beat_early = heads[id(item)]
+        af = False
+        if item.session.af is not None:
+            beat_probs, beat_early, af = gate_beat(
+                item.session.af, beat_probs, beat_early, float(item.rr[0]), classifier.classes
+            )
+        results.append(_Output(beat_probs, beat_abnormal, float((1.0 - beat_early[:, n]).max()), af))
+    return results
 
 
 def _by_session(ready: list[_Ready]) -> list[tuple[_Session, list[_Ready]]]:

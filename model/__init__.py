@@ -75,11 +75,14 @@ from model.evaluation import (
     terms_baseline,
 )
 from model.inference import (
+    ECTOPIC_CLASSES,
     SHIPPED_WEIGHTS,
     BeatClassifier,
     BeatPrediction,
     BeatStream,
+    af_gate,
     context_states,
+    gate_beat,
     predict_arrays,
 )
 from model.losses import (
@@ -95,6 +98,7 @@ from model.losses import (
 )
 from model.metrics import class_metrics, confusion_matrix, ec57_gross, record_bootstrap, summary_metrics
 from model.registry import MODEL_ALIASES, get_model, list_models
+from model.rhythm_evaluation import AF_GRID, AF_RHYTHMS, evaluate_af
 from model.training import (
     GRID,
     OFFSET_GRID,
@@ -112,12 +116,15 @@ from model.training import (
 )
 
 __all__ = [
+    "AF_GRID",
+    "AF_RHYTHMS",
     "CAUSAL_RR_COLUMNS",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CNNLSTM",
     "DEFAULT_VALIDATION_RECORDS",
     "DS1_FOLDS",
+    "ECTOPIC_CLASSES",
     "EVAL_PROTOCOLS",
     "FALSE_DETECTION",
     "GRID",
@@ -150,6 +157,7 @@ __all__ = [
     "TrainConfig",
     "TrainData",
     "abnormal_loss",
+    "af_gate",
     "augment_batch",
     "beats_cache_dir",
     "calibrate_checkpoint",
@@ -166,8 +174,10 @@ __all__ = [
     "early_alarm_report",
     "ec57_gross",
     "ensemble_checkpoints",
+    "evaluate_af",
     "evaluate_model",
     "finished_run",
+    "gate_beat",
     "get_model",
     "grid_search",
     "inter_patient_split",

@@ -21,6 +21,7 @@ from model.ensemble import SeedEnsemble
 from model.registry import get_model
 from sigproc.beats import RR_FEATURE_NAMES
 from sigproc.records import AAMI_CLASSES
+from sigproc.rhythm import AFDetector
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -62,6 +63,10 @@ class Checkpoint:
     members : int
         Networks in ``state_dict``: 1, or a :class:`model.ensemble.SeedEnsemble`
         of that many seeds (keys ``members.<i>.``; see :func:`ensemble_checkpoints`).
+    af_detector : AFDetector or None
+        When set, inference gates the S class in atrial fibrillation found
+        from the RR intervals (:func:`model.inference.af_gate`) with these
+        parameters; a part of the model as shipped, not of its weights.
     """
 
     model_name: str
@@ -73,6 +78,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
     members: int = 1
+    af_detector: AFDetector | None = None
 
     def build(self) -> BeatSequenceModel:
         """The network with these weights, in eval mode on the CPU."""
@@ -104,7 +110,7 @@ def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
     for path, run in zip(paths, runs, strict=True):
         if run.members != 1:
             raise ValueError(f"{path} is already an ensemble of {run.members}")
-        for name in ("model_name", "model_config", "preprocess", "split", "label_map"):
+        for name in ("model_name", "model_config", "preprocess", "split", "label_map", "af_detector"):
             if getattr(run, name) != getattr(first, name):
                 raise ValueError(f"{path} differs from {paths[0]} in {name}; ensemble runs of one setting")
     state = {f"members.{i}.{k}": v for i, run in enumerate(runs) for k, v in run.state_dict.items()}
@@ -118,6 +124,7 @@ def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
         metrics={"members": [run.metrics for run in runs], "member_files": [Path(p).name for p in paths]},
         train_config={"members": [run.train_config for run in runs]},
         members=len(runs),
+        af_detector=first.af_detector,
     )
 
 
@@ -139,6 +146,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
         "train_config": ckpt.train_config,
         "state_dict": {k: v.detach().cpu().clone() for k, v in ckpt.state_dict.items()},
         "members": ckpt.members,
+        "af_detector": None if ckpt.af_detector is None else asdict(ckpt.af_detector),
     }
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -180,4 +188,5 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         metrics=dict(raw["metrics"]),
         train_config=dict(raw["train_config"]),
         members=int(raw.get("members", 1)),
+        af_detector=None if raw.get("af_detector") is None else AFDetector(**raw["af_detector"]),
     )

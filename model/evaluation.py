@@ -76,6 +76,7 @@ from model.metrics import class_metrics, confusion_matrix, ec57_gross, record_bo
 from model.registry import list_models
 from model.training import TrainConfig, make_data, predict_records, selection_score, train
 from sigproc.records import AAMI_CLASSES
+from sigproc.rhythm import AFDetector
 
 __all__ = [
     "EVAL_PROTOCOLS",
@@ -246,6 +247,7 @@ def evaluate_model(
     progress: bool = True,
     device_fs: float | None = None,
     peaks: str = "reference",
+    af_gate: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the test set of ``protocol``.
 
@@ -283,6 +285,13 @@ def evaluate_model(
         so Se counts missed beats and +P counts false detections; the EC57
         gross FP leave false detections out, and ``detection`` has the
         detector's own counts.
+    af_gate : bool, optional
+        Gate the S class in atrial fibrillation found from the RR intervals
+        (:func:`model.inference.af_gate`): ``None`` as the checkpoint says
+        (its ``af_detector``), ``True`` with the checkpoint's parameters or
+        else the default :class:`sigproc.rhythm.AFDetector`, ``False`` never.
+        Inter-patient only. The result's ``af_gate`` holds the parameters
+        used (``None`` without).
 
     Returns
     -------
@@ -298,6 +307,8 @@ def evaluate_model(
     """
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"`protocol` must be one of {EVAL_PROTOCOLS}, got {protocol!r}")
+    if af_gate and protocol != "inter-patient":
+        raise ValueError("`af_gate` is only supported for the inter-patient protocol")
     path = Path(checkpoint) if checkpoint is not None else SHIPPED_WEIGHTS
     ckpt = load_checkpoint(path)
     n_model = ckpt.model_config.n_leads
@@ -315,13 +326,17 @@ def evaluate_model(
         raise ValueError(f"`peaks` must be one of {PEAK_SOURCES}, got {peaks!r}")
     if peaks != "reference" and protocol != "inter-patient":
         raise ValueError("`peaks='detector'` is only supported for the inter-patient protocol")
+    if af_gate is None:
+        detector = ckpt.af_detector if protocol == "inter-patient" else None
+    else:
+        detector = (ckpt.af_detector or AFDetector()) if af_gate else None
     test, masks, train_recs = _test_data(ckpt, protocol, data_dir, device_fs, peaks)
     lead_counts = [leads] if leads is not None else sorted({n_model, 1}, reverse=True)
     by_leads: dict[str, Any] = {}
     for n in lead_counts:
         if progress:
             print(f"evaluating {path.name} on {protocol} with {n} lead(s)...", flush=True)
-        truths, preds, early = predict_records(model, test, n_leads=n)
+        truths, preds, early = predict_records(model, test, n_leads=n, af_detector=detector)
         if masks is not None:
             truths = [t[m] for t, m in zip(truths, masks, strict=True)]
             preds = [p[m] for p, m in zip(preds, masks, strict=True)]
@@ -373,6 +388,7 @@ def evaluate_model(
             "preprocess": asdict(ckpt.preprocess),
             "device_fs": device_fs,
             "peaks": peaks,
+            "af_gate": None if detector is None else asdict(detector),
             "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks),
         }
     )
@@ -380,7 +396,8 @@ def evaluate_model(
         plot_confusion(
             result["confusion"],
             figure_path,
-            title=f"{ckpt.model_name} {protocol}, {lead_counts[0]} lead(s), beats at {peaks} peaks",
+            title=f"{ckpt.model_name} {protocol}, {lead_counts[0]} lead(s), beats at {peaks} peaks"
+            + (", AF gate" if detector is not None else ""),
         )
         result["figure"] = str(figure_path)
     if json_path is not None:

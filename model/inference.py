@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,13 +43,17 @@ from model.cnn_lstm import BeatSequenceModel, ModelOutput
 from model.data import PreprocessConfig, normalise_windows, resample_windows
 from sigproc._checks import check_fs
 from sigproc.beats import RR_FEATURE_NAMES, BeatWindows
+from sigproc.rhythm import AFDetector, AFMonitor, af_irregularity, clean_intervals
 
 __all__ = [
+    "ECTOPIC_CLASSES",
     "SHIPPED_WEIGHTS",
     "BeatClassifier",
     "BeatPrediction",
     "BeatStream",
+    "af_gate",
     "context_states",
+    "gate_beat",
     "predict_arrays",
 ]
 
@@ -74,6 +79,13 @@ class BeatPrediction:
         Early-alarm horizons in beats.
     resampled_from : float or None
         The input rate when windows were resampled to the model's rate.
+    af_irregularity : ndarray, shape (N,), or None
+        With an AF gate (:attr:`BeatClassifier.af_detector`): the RR
+        evidence of atrial fibrillation at each beat
+        (:func:`sigproc.rhythm.af_irregularity`, ``NaN`` early in a stream).
+    af : ndarray of bool, shape (N,), or None
+        With an AF gate: beats in a rhythm called atrial fibrillation, whose
+        S probability was moved to N (:func:`af_gate`).
     """
 
     class_probs: NDArray[np.float32]
@@ -82,6 +94,8 @@ class BeatPrediction:
     classes: tuple[str, ...]
     horizons: tuple[int, ...]
     resampled_from: float | None = None
+    af_irregularity: NDArray[np.float64] | None = None
+    af: NDArray[np.bool_] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -143,6 +157,75 @@ def predict_arrays(
     return ModelOutput(out.class_logits[0], out.abnormal_logit[0], out.early_logits[0])
 
 
+#: Classes whose beats make an RR interval unfit for the AF evidence.
+ECTOPIC_CLASSES: tuple[str, ...] = ("V", "F", "Q")
+
+
+def af_gate(
+    class_probs: NDArray[np.float32],
+    early_probs: NDArray[np.float32],
+    pre_rr: NDArray[np.floating],
+    classes: tuple[str, ...],
+    detector: AFDetector,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64], NDArray[np.bool_]]:
+    """Move the S probability to N on beats in atrial fibrillation.
+
+    In AF an atrial premature beat cannot be told from the chaotic
+    conduction around it, and the AAMI convention labels every
+    non-ventricular AF beat N; a classifier that judges prematurity calls
+    many of them S. This gate finds AF from the RR intervals
+    (:func:`sigproc.rhythm.af_irregularity`, leaving out the intervals at
+    beats the network calls V, F or Q) and, on the beats it flags, adds the
+    S probability to N, now and in the early-alarm forecasts: a beat the
+    network thought supraventricular (N or S) stays supraventricular, so
+    only S calls change, to N, or a close V call to N.
+
+    Returns the gated class and early-alarm probabilities (new arrays), the
+    irregularity and the AF flag of every beat.
+    """
+    ectopic = np.isin(class_probs.argmax(axis=1), _ectopic_indices(classes))
+    irregularity = af_irregularity(pre_rr, clean_intervals(ectopic), detector)
+    af = detector.flags(irregularity)
+    return (*_fold_s_into_n(class_probs, early_probs, af, classes), irregularity, af)
+
+
+def gate_beat(
+    monitor: AFMonitor,
+    class_probs: NDArray[np.float32],
+    early_probs: NDArray[np.float32],
+    pre_rr: float,
+    classes: tuple[str, ...],
+) -> tuple[NDArray[np.float32], NDArray[np.float32], bool]:
+    """:func:`af_gate` for the next beat of a stream: ``class_probs`` (C,), ``early_probs`` (H, C).
+
+    ``monitor`` carries the stream's RR history. Returns the gated
+    probabilities and whether the beat is in atrial fibrillation.
+    """
+    monitor.push_beat(pre_rr, ectopic=int(class_probs.argmax()) in _ectopic_indices(classes))
+    af = np.array([monitor.af])
+    probs, early = _fold_s_into_n(class_probs[None], early_probs[None], af, classes)
+    return probs[0], early[0], monitor.af
+
+
+def _ectopic_indices(classes: tuple[str, ...]) -> list[int]:
+    return [classes.index(c) for c in ECTOPIC_CLASSES if c in classes]
+
+
+def _fold_s_into_n(
+    class_probs: NDArray[np.float32],
+    early_probs: NDArray[np.float32],
+    af: NDArray[np.bool_],
+    classes: tuple[str, ...],
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    n, s = classes.index("N"), classes.index("S")
+    probs, early = class_probs.copy(), early_probs.copy()
+    probs[af, n] += probs[af, s]
+    probs[af, s] = 0.0
+    early[af, :, n] += early[af, :, s]
+    early[af, :, s] = 0.0
+    return probs, early
+
+
 class BeatClassifier:
     """A trained beat network ready for inference.
 
@@ -152,9 +235,21 @@ class BeatClassifier:
         A loaded checkpoint (see :meth:`load`).
     num_threads : int, optional
         If given, sets :func:`torch.set_num_threads`.
+    af_detector : AFDetector, None or "checkpoint"
+        Gate the S class in atrial fibrillation (:func:`af_gate`) with these
+        parameters; ``None`` gives the network's outputs; ``"checkpoint"``
+        (the default) does what the checkpoint says
+        (:attr:`model.checkpoint.Checkpoint.af_detector`: the shipped
+        weights gate).
     """
 
-    def __init__(self, checkpoint: Checkpoint, *, num_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        num_threads: int | None = None,
+        af_detector: AFDetector | Literal["checkpoint"] | None = "checkpoint",
+    ) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.checkpoint = checkpoint
@@ -165,10 +260,15 @@ class BeatClassifier:
         self.preprocess: PreprocessConfig = checkpoint.preprocess
         self.classes = tuple(checkpoint.label_map)
         self.horizons = tuple(checkpoint.model_config.horizons)
+        self.af_detector = checkpoint.af_detector if af_detector == "checkpoint" else af_detector
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str] | None = None, *, num_threads: int | None = None
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        num_threads: int | None = None,
+        af_detector: AFDetector | Literal["checkpoint"] | None = "checkpoint",
     ) -> BeatClassifier:
         """Load a checkpoint; ``None`` loads the shipped inter-patient weights.
 
@@ -178,7 +278,11 @@ class BeatClassifier:
         >>> clf.fs, clf.n_leads  # doctest: +SKIP
         (180.0, 2)
         """
-        return cls(load_checkpoint(SHIPPED_WEIGHTS if path is None else path), num_threads=num_threads)
+        return cls(
+            load_checkpoint(SHIPPED_WEIGHTS if path is None else path),
+            num_threads=num_threads,
+            af_detector=af_detector,
+        )
 
     @property
     def fs(self) -> float:
@@ -262,7 +366,13 @@ class BeatClassifier:
             For inputs of the wrong shape, rate or lead count.
         """
         x, r, mask, resampled = self.prepare(beat_windows, rr_features, fs=fs)
-        return self._to_prediction(predict_arrays(self.model, x, r, mask), resampled)
+        pred = self._to_prediction(predict_arrays(self.model, x, r, mask), resampled)
+        if self.af_detector is None:
+            return pred
+        probs, early, irregularity, af = af_gate(
+            pred.class_probs, pred.early_probs, r[:, 0].numpy(), self.classes, self.af_detector
+        )
+        return replace(pred, class_probs=probs, early_probs=early, af_irregularity=irregularity, af=af)
 
     def stream(self, *, n_leads: int | None = None, fs: float | None = None) -> BeatStream:
         """A per-stream classifier that takes beats one at a time."""
@@ -294,10 +404,14 @@ class BeatStream:
         self.n_leads = n_leads
         self.fs = fs
         self._features: deque[Tensor] = deque(maxlen=classifier.model.config.seq_len)
+        detector = classifier.af_detector
+        self._af = None if detector is None else AFMonitor(detector)
 
     def reset(self) -> None:
         """Forget the history (a new recording, or a gap in the signal)."""
         self._features.clear()
+        if self._af is not None:
+            self._af.reset()
 
     @torch.no_grad()
     def push(self, window: ArrayLike, rr: ArrayLike) -> BeatPrediction:
@@ -316,6 +430,18 @@ class BeatStream:
         self._features.append(feat)
         s, _ = model.temporal(torch.stack(list(self._features))[None], last_only=True)  # (1, 1, hidden)
         out = model.heads(s[:, -1:])
-        return self.classifier._to_prediction(
+        pred = self.classifier._to_prediction(
             ModelOutput(out.class_logits[0], out.abnormal_logit[0], out.early_logits[0]), resampled
+        )
+        if self._af is None:
+            return pred
+        probs, early, af = gate_beat(
+            self._af, pred.class_probs[0], pred.early_probs[0], float(r[0, 0]), self.classifier.classes
+        )
+        return replace(
+            pred,
+            class_probs=probs[None],
+            early_probs=early[None],
+            af_irregularity=np.array([self._af.irregularity]),
+            af=np.array([af]),
         )

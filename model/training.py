@@ -58,11 +58,12 @@ from model.data import (
     load_records,
     random_split,
 )
-from model.inference import predict_arrays
+from model.inference import af_gate, predict_arrays
 from model.losses import LossConfig, class_weights_from_counts, total_loss
 from model.metrics import class_metrics, confusion_matrix, summary_metrics
 from model.registry import get_model
 from sigproc.records import AAMI_CLASSES
+from sigproc.rhythm import AFDetector
 
 __all__ = [
     "GRID",
@@ -649,11 +650,14 @@ def predict_records(
     *,
     n_leads: int | None = None,
     device: torch.device | None = None,
+    af_detector: AFDetector | None = None,
 ) -> tuple[list[NDArray[np.int64]], list[NDArray[np.int64]], list[NDArray[np.int64]]]:
     """Reference labels, predicted classes and early-alarm classes of every beat of every record.
 
     Returns three lists with one array per record: labels (N,), classes
-    (N,) and early-alarm classes (N, H) for the horizons of the model.
+    (N,) and early-alarm classes (N, H) for the horizons of the model. With
+    ``af_detector``, the S class is gated in atrial fibrillation
+    (:func:`model.inference.af_gate`), as :class:`~model.inference.BeatClassifier` does.
     """
     device = device or next(model.parameters()).device
     leads = n_leads or model.config.n_leads
@@ -663,8 +667,12 @@ def predict_records(
         out = predict_arrays(
             model, torch.from_numpy(rec.windows).to(device), torch.from_numpy(rec.rr).to(device), mask
         )
-        preds.append(out.class_logits.argmax(-1).cpu().numpy().astype(np.int64))
-        early.append(out.early_logits.argmax(-1).cpu().numpy().astype(np.int64))
+        probs = torch.softmax(out.class_logits, -1).cpu().numpy()
+        early_probs = torch.softmax(out.early_logits, -1).cpu().numpy()
+        if af_detector is not None:
+            probs, early_probs, _, _ = af_gate(probs, early_probs, rec.rr[:, 0], AAMI_CLASSES, af_detector)
+        preds.append(probs.argmax(-1).astype(np.int64))
+        early.append(early_probs.argmax(-1).astype(np.int64))
         truths.append(rec.labels)
     model.train()
     return truths, preds, early

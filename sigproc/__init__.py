@@ -70,6 +70,7 @@ from sigproc.records import (
     load_record,
     resolve_database_dir,
 )
+from sigproc.rhythm import AFDetector, AFMonitor, af_irregularity, clean_intervals
 from sigproc.scoring import (
     EC57_SKIP_S,
     EC57_WINDOW_S,
@@ -99,6 +100,8 @@ __all__ = [
     "QRS_STAT_KEYS",
     "RR_FEATURE_NAMES",
     "TUNING_RECORDS",
+    "AFDetector",
+    "AFMonitor",
     "Annotations",
     "Artifact",
     "BeatWindows",
@@ -118,12 +121,14 @@ __all__ = [
     "WaveletConfig",
     "WindowConfig",
     "aami_class",
+    "af_irregularity",
     "assess_quality",
     "bandpass",
     "beat_windows",
     "best_lead",
     "cache_dir",
     "candidate_data_dirs",
+    "clean_intervals",
     "denoise",
     "design_sos",
     "detect_r_peaks",

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import wfdb
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "AAMI_CLASSES",
@@ -166,6 +166,23 @@ class Annotations:
             tuple(a for a, k in zip(self.aux, keep, strict=True) if k),
             self.fs,
         )
+
+    def rhythms(self, samples: ArrayLike) -> NDArray[np.str_]:
+        """The rhythm in force at each of ``samples``: the last rhythm note (``"(AFIB"``) before it.
+
+        MIT-BIH marks a rhythm change with an auxiliary note starting ``(``
+        on the first beat of the new rhythm; ``""`` before the first note.
+
+        Examples
+        --------
+        >>> ann = Annotations(np.array([10, 20, 30]), np.array(["+", "N", "+"]), ("(N", "", "(AFIB"), 360.0)
+        >>> ann.rhythms([5, 10, 25, 30, 99]).tolist()
+        ['', '(N', '(N', '(AFIB', '(AFIB']
+        """
+        marks = [i for i, a in enumerate(self.aux) if a.startswith("(")]
+        names = np.array(["", *(self.aux[i] for i in marks)])
+        at = np.searchsorted(self.sample[marks], np.asarray(samples), side="right")
+        return names[at]
 
     def aami(self) -> NDArray[np.str_]:
         """AAMI class of every annotation; ``""`` where it has none."""

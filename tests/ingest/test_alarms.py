@@ -19,6 +19,7 @@ from ingest.alarms import (
     TechnicalKind,
     VitalsEvent,
     rule_asystole,
+    rule_atrial_fibrillation,
     rule_early_warning,
     rule_frequent_ectopy,
     rule_heart_rate,
@@ -150,6 +151,19 @@ class TestRules:
         assert (condition.priority, condition.detail) == (AlarmPriority.LOW, "early-alarm probability 0.95")
         assert rule_early_warning(beats[:3], LIMITS) is None
         assert rule_early_warning([*beats, RecentBeat(t=5, label="N", early_alarm=None)], LIMITS) is None
+
+    def test_atrial_fibrillation(self) -> None:
+        limits = AlarmLimits(af_min_beats=4)
+        beats = [RecentBeat(t=i * 0.7, label="N", af=i > 0) for i in range(5)]
+        condition = rule_atrial_fibrillation(beats, limits)
+        assert condition is not None
+        assert condition.kind is AlarmKind.ATRIAL_FIBRILLATION
+        assert condition.priority is AlarmPriority.LOW
+        assert condition.detail.startswith("irregularly irregular RR intervals for 4 beats")
+        assert rule_atrial_fibrillation(beats[:4], limits) is None  # the first beat is not in AF
+        assert rule_atrial_fibrillation(beats[1:4], limits) is None  # too few beats
+        split = [*beats[:3], *(RecentBeat(t=b.t, label="N", af=True, segment=1) for b in beats[3:])]
+        assert rule_atrial_fibrillation(split, limits) is None  # across a stretch of bad signal
 
     def test_vitals(self) -> None:
         assert rule_spo2(None, LIMITS) is None
@@ -287,6 +301,15 @@ class TestOtherArrhythmias:
         assert _summary(normal) == [("resolved", "bradycardia", "medium", "resolved")]
         tachy = _feed(engine, "NNNNNNNNN", 0.4, start=13.0)
         assert _summary(tachy) == [("raised", "tachycardia", "medium", "active")]
+
+    def test_atrial_fibrillation(self) -> None:
+        engine = AlarmEngine()
+        assert _feed(engine, "N" * 29, 0.7, start=0.0, af=True) == []
+        raised = _feed(engine, "N", 0.7, start=20.3, af=True)
+        assert _summary(raised) == [("raised", "atrial_fibrillation", "low", "active")]
+        assert _summary(_feed(engine, "N", 0.7, start=21.0, af=False)) == [
+            ("resolved", "atrial_fibrillation", "low", "resolved")
+        ]
 
     def test_early_warning(self) -> None:
         engine = AlarmEngine()

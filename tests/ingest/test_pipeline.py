@@ -32,6 +32,7 @@ ARRHYTHMIA = {
     "bradycardia",
     "tachycardia",
     "early_warning",
+    "atrial_fibrillation",
 }
 
 
@@ -368,6 +369,36 @@ class TestAlarms:
         with sqlite_db.session() as session:
             kinds = set(session.scalars(select(Alarm.kind).where(Alarm.patient_id == patient)).all())
         assert kinds == alarm_kinds(events)
+
+
+class TestAtrialFibrillation:
+    def test_af_alarm_and_no_s_calls(self, data_dir: Path, classifier: BeatClassifier) -> None:
+        """Record 203 (atrial fibrillation throughout): AF alarm, and no beat called S once AF is found."""
+        assert classifier.af_detector is not None  # the shipped weights carry the AF gate
+        config = PipelineConfig(batch_wait_s=0.0)
+        events = feed(
+            AnalysisProcessor(None, classifier, config=config),
+            load_replay_signal("203", data_dir=data_dir, seconds=120),
+        )
+        beats = [e.data for e in events if e.kind == "beat"]
+        assert "atrial_fibrillation" in alarm_kinds(events)
+        first_af = next(i for i, b in enumerate(beats) if b["af"])
+        assert first_af < 40  # 16 clean intervals of evidence, and the V beats left out
+        assert sum(b["af"] for b in beats[first_af:]) > 0.9 * len(beats[first_af:])
+        assert not any(b["label"] == "S" for b in beats if b["af"])
+        assert all(b["probs"]["S"] == 0.0 for b in beats if b["af"])
+
+    def test_ventricular_bigeminy_is_not_af(self, data_dir: Path, classifier: BeatClassifier) -> None:
+        """Record 119 (sinus rhythm, ventricular bigeminy and trigeminy): irregular, not AF."""
+        config = PipelineConfig(batch_wait_s=0.0)
+        events = feed(
+            AnalysisProcessor(None, classifier, config=config),
+            load_replay_signal("119", data_dir=data_dir, seconds=120),
+        )
+        beats = [e.data for e in events if e.kind == "beat"]
+        assert sum(b["label"] == "V" for b in beats) > 20
+        assert not any(b["af"] for b in beats)
+        assert "atrial_fibrillation" not in alarm_kinds(events)
 
 
 class TestLiveAgreement:

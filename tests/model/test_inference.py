@@ -12,11 +12,12 @@ import torch
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
 from model.data import PreprocessConfig, inter_patient_split
-from model.inference import SHIPPED_WEIGHTS, BeatClassifier
+from model.inference import SHIPPED_WEIGHTS, BeatClassifier, af_gate
 from model.registry import get_model
 from sigproc.beats import beat_windows, rr_features
 from sigproc.filters import StreamingFilter
 from sigproc.records import AAMI_CLASSES, load_record
+from sigproc.rhythm import AFDetector
 
 
 @pytest.fixture(
@@ -64,6 +65,52 @@ class TestPredict:
             assert np.allclose(np.concatenate([g.class_probs for g in got]), batch.class_probs, atol=1e-6)
             assert np.allclose(np.concatenate([g.abnormal_prob for g in got]), batch.abnormal_prob, atol=1e-6)
             assert np.allclose(np.concatenate([g.early_probs for g in got]), batch.early_probs, atol=1e-6)
+
+    def test_af_gate(self, classifier: BeatClassifier) -> None:
+        det = AFDetector(window=8, min_intervals=4)
+        gated = BeatClassifier(classifier.checkpoint, af_detector=det)
+        with torch.no_grad():  # an untrained network that calls every beat N or S, as in AF
+            for clf in (classifier, gated):
+                clf.model.class_head.bias.copy_(torch.tensor([8.0, 7.5, -8.0, -8.0, -8.0]))
+        x, rr = _inputs(40, 2, 40)
+        rr[:20, 0] = 0.8  # a regular rhythm, then independent intervals (atrial fibrillation)
+        plain, got = classifier.predict(x, rr), gated.predict(x, rr)
+        assert plain.af is None
+        assert got.af is not None
+        assert got.af_irregularity is not None
+        assert not got.af[:20].any()
+        assert got.af[30:].all()
+        np.testing.assert_allclose(got.class_probs[~got.af], plain.class_probs[~got.af])
+        s, n = AAMI_CLASSES.index("S"), AAMI_CLASSES.index("N")
+        assert (got.class_probs[got.af, s] == 0).all()
+        assert (got.early_probs[got.af, :, s] == 0).all()
+        np.testing.assert_allclose(
+            got.class_probs[got.af, n], (plain.class_probs[:, n] + plain.class_probs[:, s])[got.af], rtol=1e-6
+        )
+        np.testing.assert_allclose(got.class_probs.sum(1), 1, atol=1e-5)
+        np.testing.assert_array_equal(got.abnormal_prob, plain.abnormal_prob)
+        stream = gated.stream()
+        pushed = [stream.push(x[i], rr[i]) for i in range(len(x))]
+        assert np.allclose(np.concatenate([p.class_probs for p in pushed]), got.class_probs, atol=1e-6)
+        assert np.allclose(np.concatenate([p.early_probs for p in pushed]), got.early_probs, atol=1e-6)
+        np.testing.assert_array_equal(np.concatenate([p.af for p in pushed]), got.af)
+        stream.reset()
+        assert not stream.push(x[-1], rr[-1]).af.any()  # the history is gone
+
+    def test_af_gate_leaves_intervals_of_ventricular_calls_out(self) -> None:
+        n = 40
+        probs = np.tile(np.float32([0.3, 0.6, 0.05, 0.03, 0.02]), (n, 1))
+        rng = np.random.default_rng(2)
+        rr = np.full(n, 0.8)
+        v = np.arange(3, n, 3)
+        rr[v] = rng.uniform(0.4, 0.6, v.size)  # irregular only at the beats called V
+        probs[v] = [0.1, 0.1, 0.7, 0.05, 0.05]
+        det = AFDetector(window=8, min_intervals=4)
+        early = np.repeat(probs[:, None], 3, axis=1)
+        out, _, irregularity, af = af_gate(probs, early, rr, AAMI_CLASSES, det)
+        assert not af.any()
+        assert np.nanmax(irregularity) == 0.0
+        np.testing.assert_array_equal(out, probs)
 
     def test_resampled(self, classifier: BeatClassifier) -> None:
         x, rr = _inputs(3, 1, 80)  # 120 Hz windows for a 60 Hz model
@@ -133,3 +180,52 @@ class TestShippedWeights:
         clf = BeatClassifier.load()
         assert clf.checkpoint.split.protocol == "inter-patient"
         assert not set(clf.checkpoint.split.train) & set(clf.checkpoint.split.test)
+
+
+class TestGate:
+    """The AF gate travels with a checkpoint: ``cardiac-monitor gate``, evaluation, batch prediction."""
+
+    def test_cli_and_checkpoint(self, classifier: BeatClassifier, tmp_path: Path) -> None:
+        from click.testing import CliRunner
+
+        from app import cli
+        from model.checkpoint import load_checkpoint
+
+        src = save_checkpoint(classifier.checkpoint, tmp_path / "plain.pt")
+        out = tmp_path / "gated.pt"
+        result = CliRunner().invoke(cli, ["gate", str(src), "--out", str(out), "--threshold", "0.05"])
+        assert result.exit_code == 0, result.output
+        assert load_checkpoint(out).af_detector == AFDetector(threshold=0.05)
+        assert BeatClassifier.load(out).af_detector == AFDetector(threshold=0.05)
+        assert BeatClassifier.load(out, af_detector=None).af_detector is None  # the caller can opt out
+        assert BeatClassifier.load(src).af_detector is None
+        result = CliRunner().invoke(cli, ["gate", str(out), "--off", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert load_checkpoint(out).af_detector is None
+        result = CliRunner().invoke(cli, ["gate", str(src), "--window", "8", "--out", str(out)])
+        assert result.exit_code == 2
+        assert "`min_intervals` must be 1 to `window` (8)" in result.output
+
+    def test_predict_records(self, classifier: BeatClassifier) -> None:
+        from model.data import RecordBeats
+        from model.training import predict_records
+
+        with torch.no_grad():  # calls S more often than N: a prematurity-minded network in AF
+            classifier.model.class_head.bias.copy_(torch.tensor([7.5, 8.0, -8.0, -8.0, -8.0]))
+        x, rr = _inputs(60, 2, 40)
+        rec = RecordBeats(
+            "af", x.astype(np.float32), rr.astype(np.float32), np.zeros(60, np.int64), np.arange(60)
+        )
+        det = AFDetector(window=8, min_intervals=4)
+        _, plain, _ = predict_records(classifier.model, [rec])
+        _, gated, early = predict_records(classifier.model, [rec], af_detector=det)
+        assert (plain[0] == 1).mean() > 0.5
+        assert (gated[0][20:] != 1).all()
+        assert (early[0][20:] != 1).all()
+        np.testing.assert_array_equal(gated[0][:4], plain[0][:4])  # no evidence yet: left alone
+
+    def test_evaluate_model_checks(self) -> None:
+        from model.evaluation import evaluate_model
+
+        with pytest.raises(ValueError, match="`af_gate` is only supported for the inter-patient protocol"):
+            evaluate_model(SHIPPED_WEIGHTS, protocol="random", af_gate=True)

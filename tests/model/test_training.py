@@ -26,6 +26,7 @@ from model.training import (
     select_device,
     train,
 )
+from sigproc.rhythm import AFDetector
 
 
 @pytest.mark.data
@@ -259,6 +260,9 @@ class TestCheckpoint:
         assert back.label_map == ["N", "S", "V", "F", "Q"]
         x, rr = torch.randn(1, 3, 2, tiny_config.n_window), torch.rand(1, 3, 7) + 0.5
         assert torch.equal(net(x, rr).class_logits, back.build()(x, rr).class_logits)
+        assert back.af_detector is None
+        gated = save_checkpoint(replace(ckpt, af_detector=AFDetector(window=32)), tmp_path / "g.pt")
+        assert load_checkpoint(gated).af_detector == AFDetector(window=32)
 
     def test_exceptions(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match="does not exist"):
