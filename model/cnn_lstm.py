@@ -158,7 +158,7 @@ class ModelConfig:
         beat its RR features and its context. Without it the network can
         separate the training patients' S beats by their shape alone and
         learns little of what carries over to new patients, the prematurity
-        of the beat. 0 in the shipped model; no effect at inference.
+        of the beat. 0.5 in the shipped model; no effect at inference.
     class_offsets : tuple of float
         Added to the class logits (one per class) after training, chosen on
         the validation records (:func:`model.training.calibrate_class_offsets`);
