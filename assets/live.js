@@ -210,6 +210,7 @@
     if (typeof msg.p_abnormal === "number") { lines.push("P(abnormal) " + msg.p_abnormal.toFixed(2)); }
     if (typeof msg.p_early_alarm === "number") { lines.push("P(early alarm) " + msg.p_early_alarm.toFixed(2)); }
     if (msg.early_alarm) { lines.push("<b>EARLY ALARM</b>"); }
+    if (msg.af) { lines.push("in atrial fibrillation (RR): never called S"); }
     if (msg.quality_ok === false) { lines.push("poor signal"); }
     var colour = msg.quality_ok === false ? "#888888" : (CLASS_COLOURS[label] || "#bbbbbb");
     s.pendingBeats.push({t: t, text: msg.early_alarm ? label + "!" : label, hover: lines.join("<br>"),
