@@ -47,6 +47,7 @@ References
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 from typing import NamedTuple
 
 import torch
@@ -305,12 +306,12 @@ def shape_terms(payload: Tensor, fs: float, *, last_only: bool = False) -> Tenso
     t = payload.shape[1]
     if last_only:
         earlier = payload[:, : max(t - 1, 1), 1:]  # the first beat has no earlier beat: itself
-        template = earlier.median(dim=1, keepdim=True).values  # (B, 1, S)
+        template = lower_median(earlier, dim=1)[:, None]  # (B, 1, S)
         payload = payload[:, -1:]
     else:
         seg = payload[..., 1:]
         templates = [seg[:, :1]]  # the first beat has no earlier beat: itself
-        templates += [seg[:, :k].median(dim=1, keepdim=True).values for k in range(1, t)]
+        templates += [lower_median(seg[:, :k], dim=1)[:, None] for k in range(1, t)]
         template = torch.cat(templates, dim=1)  # (B, T, S), from beats before t only
     baseline, seg = payload[..., :1], payload[..., 1:]  # (B, T, 1), (B, T, S)
     slope = (seg[..., 1:] - seg[..., :-1]).abs()
@@ -330,6 +331,64 @@ def shape_terms(payload: Tensor, fs: float, *, last_only: bool = False) -> Tenso
         ],
         dim=-1,
     )
+
+
+#: Below this many values the sorting network's per-operation overhead outweighs
+#: its speed (one beat of a live stream): :func:`lower_median` calls ``median``.
+_NETWORK_MIN_NUMEL = 16384
+
+
+def lower_median(x: Tensor, dim: int) -> Tensor:
+    """``x.median(dim).values`` (the lower median for an even count), faster for short ``dim``.
+
+    Without gradients, the values along ``dim`` go through the part of a
+    Batcher odd-even merge sorting network (padded with +inf to a power of
+    two) that the median depends on, element-wise minima and maxima,
+    which on a CPU is several times
+    faster than :meth:`torch.Tensor.median` over the 15 earlier beats of
+    a context; the result is the same element, bit for bit. With gradients,
+    or for a small tensor (one beat of a stream), it is
+    :meth:`torch.Tensor.median` itself.
+    """
+    k = x.shape[dim]
+    if k == 0:
+        raise ValueError("median of an empty dimension")
+    if (x.requires_grad and torch.is_grad_enabled()) or x.numel() < _NETWORK_MIN_NUMEL:
+        return x.median(dim=dim).values
+    n = 1 << (k - 1).bit_length()
+    items = list(x.unbind(dim))
+    items += [torch.full_like(items[0], float("inf"))] * (n - k)
+    for i, j in _median_pairs(n, (k - 1) // 2):
+        items[i], items[j] = torch.minimum(items[i], items[j]), torch.maximum(items[i], items[j])
+    return items[(k - 1) // 2]
+
+
+@cache
+def _median_pairs(n: int, rank: int) -> tuple[tuple[int, int], ...]:
+    """The compare-exchanges of :func:`_batcher_pairs` that output ``rank`` depends on."""
+    needed, kept = {rank}, []
+    for i, j in reversed(_batcher_pairs(n)):
+        if i in needed or j in needed:
+            kept.append((i, j))
+            needed |= {i, j}
+    return tuple(reversed(kept))
+
+
+@cache
+def _batcher_pairs(n: int) -> tuple[tuple[int, int], ...]:
+    """Compare-exchange pairs of Batcher's odd-even merge sort of ``n`` (a power of two) values."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
 
 
 class ModelOutput(NamedTuple):

@@ -15,6 +15,7 @@ from model.cnn_lstm import (
     MultiScaleBeatEncoder,
     RRInputs,
     dilation_for,
+    lower_median,
     shape_payload,
     shape_terms,
 )
@@ -230,6 +231,30 @@ def _triangle() -> torch.Tensor:
     up = torch.arange(1, 11, dtype=torch.float64) / 10  # 0.1 .. 1.0
     zeros = torch.zeros(11, dtype=torch.float64)
     return torch.cat([zeros[:5], up, up.flip(0)[1:], zeros[:6]])
+
+
+class TestLowerMedian:
+    @pytest.mark.parametrize("k", [1, 2, 3, 8, 15, 16, 17])
+    def test_equals_torch_median(self, k: int) -> None:
+        """The sorting network picks the very element ``median`` picks, ties and even counts included."""
+        g = torch.Generator().manual_seed(k)
+        for x in (
+            torch.randn(400, k, 60, generator=g),
+            torch.randint(-2, 3, (400, k, 60), generator=g).float(),
+        ):
+            assert x.numel() >= 16384  # large enough for the network path
+            assert torch.equal(lower_median(x, dim=1), x.median(dim=1).values)
+            assert torch.equal(lower_median(x.transpose(1, 2), dim=2), x.median(dim=1).values)
+
+    def test_small_and_gradients(self) -> None:
+        x = torch.tensor([[3.0, 1.0, 2.0, 5.0]], requires_grad=True)
+        m = lower_median(x, dim=1)  # torch.median: gradient to the chosen element only
+        assert m.item() == 2.0
+        m.sum().backward()
+        assert x.grad is not None
+        assert x.grad.tolist() == [[0.0, 0.0, 1.0, 0.0]]
+        with pytest.raises(ValueError, match="empty"):
+            lower_median(torch.zeros(3, 0), dim=1)
 
 
 class TestShapeSkip:
