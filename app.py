@@ -969,13 +969,14 @@ def evaluate_af_cmd(
     """
     from model.inference import SHIPPED_WEIGHTS
     from model.rhythm_evaluation import evaluate_af
-    from sigproc.records import DS1, DS2, MITDB_RECORDS
 
-    named = {"ds1": list(DS1), "ds2": list(DS2)}
-    chosen = named.get(records.strip().lower()) or _records_option(records, MITDB_RECORDS, "mitdb")
     try:
         result = evaluate_af(
-            list(checkpoints) or [SHIPPED_WEIGHTS], chosen, data_dir=data_dir, leads=leads, grid=grid
+            list(checkpoints) or [SHIPPED_WEIGHTS],
+            _named_records(records),
+            data_dir=data_dir,
+            leads=leads,
+            grid=grid,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise click.BadParameter(str(exc), param_hint="CHECKPOINTS / --records") from exc
@@ -994,6 +995,44 @@ def evaluate_af_cmd(
             f"  J {row['j']:.3f}  lags {row['lags']} window {row['window']} threshold {row['threshold']:.3f}"
             f"  Se {row['se']:.1f}  other called {row['other_called']}"
         )
+    _write_result(result, json_path)
+
+
+@evaluate.command("oof")
+@_DATA_DIR
+@click.argument(
+    "checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option(
+    "--records", default="ds1", show_default=True, help="'ds1', 'ds2' or comma-separated MIT-BIH records."
+)
+@click.option("--leads", type=click.IntRange(1, 2), default=1, show_default=True)
+@click.option("--af-gate/--no-af-gate", default=None, help="Default: as each checkpoint says (see `gate`).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def evaluate_oof_cmd(
+    data_dir: Path | None,
+    checkpoints: tuple[Path, ...],
+    records: str,
+    leads: int,
+    af_gate: bool | None,
+    json_path: Path | None,
+) -> None:
+    """Classify each record with the first of CHECKPOINTS not trained on it (out of fold).
+
+    With the four fold networks of DS1 (`train --records`, each without one
+    fold of model.data.DS1_FOLDS) every DS1 patient is scored by a network
+    that never saw it; `evaluate compare` pairs two such results by record.
+    """
+    from model.evaluation import evaluate_out_of_fold
+
+    try:
+        result = evaluate_out_of_fold(
+            list(checkpoints), _named_records(records), data_dir=data_dir, leads=leads, af_gate=af_gate
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.BadParameter(str(exc), param_hint="CHECKPOINTS / --records") from exc
+    click.echo(f"{len(result['test_records'])} records, {leads} lead(s), out of fold:")
+    _echo_classes(result)
     _write_result(result, json_path)
 
 
@@ -1354,6 +1393,14 @@ def bench_ingest(
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _named_records(value: str) -> list[str]:
+    """``--records`` of the model commands: 'ds1', 'ds2' or comma-separated MIT-BIH records."""
+    from sigproc.records import DS1, DS2, MITDB_RECORDS
+
+    named = {"ds1": list(DS1), "ds2": list(DS2)}
+    return named.get(value.strip().lower()) or _records_option(value, MITDB_RECORDS, "mitdb")
 
 
 def _records_option(value: str, known: Sequence[str], database: str) -> list[str]:

@@ -22,9 +22,11 @@ from model.checkpoint import (
     ensemble_checkpoints,
     load_checkpoint,
     save_checkpoint,
+    unseen_by,
 )
 from model.cnn_lstm import (
     CNNLSTM,
+    RATE_REF_S,
     RR_MODES,
     BeatSequenceModel,
     LeadAttention,
@@ -33,6 +35,7 @@ from model.cnn_lstm import (
     MultiScaleBeatEncoder,
     RRInputs,
     dilation_for,
+    lower_median,
     shape_payload,
     shape_terms,
 )
@@ -64,6 +67,7 @@ from model.evaluation import (
     compare_results,
     early_alarm_report,
     evaluate_model,
+    evaluate_out_of_fold,
     finished_run,
     markov_transitions,
     paired_t_tests,
@@ -133,6 +137,7 @@ __all__ = [
     "OFFSET_GRID",
     "PEAK_SOURCES",
     "PROTOCOLS",
+    "RATE_REF_S",
     "RR_MODES",
     "SHIPPED_WEIGHTS",
     "BeatClassifier",
@@ -176,6 +181,7 @@ __all__ = [
     "ensemble_checkpoints",
     "evaluate_af",
     "evaluate_model",
+    "evaluate_out_of_fold",
     "finished_run",
     "gate_beat",
     "get_model",
@@ -187,6 +193,7 @@ __all__ = [
     "load_checkpoint",
     "load_record_beats",
     "load_records",
+    "lower_median",
     "make_data",
     "markov_transitions",
     "morphology_regulariser",
@@ -212,4 +219,5 @@ __all__ = [
     "terms_baseline",
     "total_loss",
     "train",
+    "unseen_by",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "ensemble_checkpoints",
     "load_checkpoint",
     "save_checkpoint",
+    "unseen_by",
 ]
 
 #: Identifies the file type.
@@ -190,3 +191,20 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         members=int(raw.get("members", 1)),
         af_detector=None if raw.get("af_detector") is None else AFDetector(**raw["af_detector"]),
     )
+
+
+def unseen_by(checkpoints: Sequence[tuple[Path, Checkpoint]], record: str) -> tuple[Path, Checkpoint]:
+    """The first of ``checkpoints`` whose training split does not hold ``record``.
+
+    With the fold networks of a leave-records-out split, every record gets
+    a network that never saw it (out of fold).
+
+    Raises
+    ------
+    ValueError
+        If every checkpoint was trained on ``record``.
+    """
+    for path, ckpt in checkpoints:
+        if record not in ckpt.split.train:
+            return path, ckpt
+    raise ValueError(f"every checkpoint was trained on record {record}; give one that was not")

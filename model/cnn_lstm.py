@@ -57,6 +57,7 @@ from model.data import rr_columns
 
 __all__ = [
     "CNNLSTM",
+    "RATE_REF_S",
     "RR_MODES",
     "BeatSequenceModel",
     "LeadAttention",
@@ -65,6 +66,7 @@ __all__ = [
     "MultiScaleBeatEncoder",
     "RRInputs",
     "dilation_for",
+    "lower_median",
     "shape_payload",
     "shape_terms",
 ]
@@ -73,6 +75,9 @@ LSTMState = tuple[Tensor, Tensor]
 
 #: How the RR features enter the network (:class:`RRInputs`).
 RR_MODES: tuple[str, ...] = ("raw", "relative")
+
+#: Reference interval of the ``rr_rate`` term (:class:`RRInputs`): 75 bpm.
+RATE_REF_S = 0.8
 
 #: The shape terms' segment around the R peak, in seconds before and after it.
 SHAPE_BEFORE_S, SHAPE_AFTER_S = 0.15, 0.25
@@ -126,6 +131,12 @@ class ModelConfig:
     context_contrast : bool
         Feed the LSTM each beat's features minus their running mean over
         the beat's context as well (:meth:`CNNLSTM.sequence`).
+    rr_rate : bool
+        ``relative`` mode only: one absolute term besides the ratios, the
+        log of the local RR interval (mean of the last 10) over
+        :data:`RATE_REF_S`, so that a run of beats judged against a long-run
+        mean can be told apart by its rate: a supraventricular tachycardia
+        (local RR 0.4 s) from normal beats after a slow stretch (0.96 s).
     rr_skip : bool
         Give the heads the beat's own RR ratios directly, beside the
         sequence state: ``[s_t; r_t; r_t**2 / 2]`` with ``r_t`` the scaled
@@ -185,6 +196,7 @@ class ModelConfig:
     seq_len: int = 16
     rr_mode: str = "raw"
     rr_ratio_scale: float = 5.0
+    rr_rate: bool = False
     context_contrast: bool = False
     rr_skip: bool = False
     rr_irregularity: bool = False
@@ -196,6 +208,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.rr_mode not in RR_MODES:
             raise ValueError(f"`rr_mode` must be one of {RR_MODES}, got {self.rr_mode!r}")
+        if self.rr_rate and self.rr_mode != "relative":
+            raise ValueError(f"`rr_rate` needs `rr_mode='relative'`, got {self.rr_mode!r}")
         if self.rr_skip and self.rr_mode != "relative":
             raise ValueError(f"`rr_skip` needs `rr_mode='relative'`, got {self.rr_mode!r}")
         if self.rr_irregularity and not self.rr_skip:
@@ -219,8 +233,8 @@ class ModelConfig:
 
     @property
     def n_rr_ratios(self) -> int:
-        """Log ratios of ``relative`` mode (:class:`RRInputs`)."""
-        return 5 if self.use_post_rr else 3
+        """Log ratios (and the rate term) of ``relative`` mode (:class:`RRInputs`)."""
+        return (5 if self.use_post_rr else 3) + (1 if self.rr_rate else 0)
 
     @property
     def shape_segment(self) -> tuple[int, int]:
@@ -458,7 +472,8 @@ class RRInputs(nn.Module):
 
     * ``log(pre_rr / local_rr)``, ``log(pre_rr / mean_rr)``,
       ``log(local_rr / mean_rr)``, and with ``use_post_rr``
-    * ``log(post_rr / pre_rr)``, ``log(post_rr / local_rr)``,
+    * ``log(post_rr / pre_rr)``, ``log(post_rr / local_rr)``, and with ``rr_rate``
+    * ``log(local_rr / RATE_REF_S)``,
 
     each clipped to ``[-2, 2]`` (a missed or spurious beat) and multiplied by
     ``rr_ratio_scale``. Absolute intervals, which differ between patients
@@ -476,6 +491,7 @@ class RRInputs(nn.Module):
         self.mode = config.rr_mode
         self.scale = float(config.rr_ratio_scale)
         self.use_post_rr = config.use_post_rr
+        self.rate = config.rr_rate
         self.register_buffer("rr_index", torch.tensor(config.rr_columns, dtype=torch.long), persistent=False)
         if self.mode == "raw":
             self.out_features = len(config.rr_columns)
@@ -491,6 +507,8 @@ class RRInputs(nn.Module):
         ratios = [pre / local, pre / mean, local / mean]
         if self.use_post_rr:
             ratios += [post / pre, post / local]
+        if self.rate:
+            ratios.append(local / RATE_REF_S)
         return torch.stack(ratios, dim=-1).log().clamp(-2.0, 2.0) * self.scale  # (..., R)
 
 

@@ -59,8 +59,8 @@ from numpy.typing import NDArray
 from torch import Tensor
 from tqdm import tqdm
 
-from model.checkpoint import Checkpoint, load_checkpoint
-from model.cnn_lstm import CNNLSTM, ModelConfig
+from model.checkpoint import Checkpoint, load_checkpoint, unseen_by
+from model.cnn_lstm import CNNLSTM, BeatSequenceModel, ModelConfig
 from model.data import (
     DS1_FOLDS,
     FALSE_DETECTION,
@@ -84,6 +84,7 @@ __all__ = [
     "compare_results",
     "early_alarm_report",
     "evaluate_model",
+    "evaluate_out_of_fold",
     "finished_run",
     "markov_transitions",
     "paired_t_tests",
@@ -326,10 +327,7 @@ def evaluate_model(
         raise ValueError(f"`peaks` must be one of {PEAK_SOURCES}, got {peaks!r}")
     if peaks != "reference" and protocol != "inter-patient":
         raise ValueError("`peaks='detector'` is only supported for the inter-patient protocol")
-    if af_gate is None:
-        detector = ckpt.af_detector if protocol == "inter-patient" else None
-    else:
-        detector = (ckpt.af_detector or AFDetector()) if af_gate else None
+    detector = _gate_of(ckpt, af_gate) if protocol == "inter-patient" else None
     test, masks, train_recs = _test_data(ckpt, protocol, data_dir, device_fs, peaks)
     lead_counts = [leads] if leads is not None else sorted({n_model, 1}, reverse=True)
     by_leads: dict[str, Any] = {}
@@ -403,6 +401,72 @@ def evaluate_model(
     if json_path is not None:
         _write_json(result, json_path)
     return result
+
+
+def evaluate_out_of_fold(
+    checkpoints: Sequence[str | os.PathLike[str]],
+    records: Sequence[str],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    leads: int = 1,
+    af_gate: bool | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Each of ``records`` classified by the first of ``checkpoints`` not trained on it.
+
+    With the four fold networks of ``DS1_FOLDS`` (each trained on DS1
+    without one fold, ``train --records``), every DS1 record is scored by a
+    network that never saw its patient: an estimate on DS1 that spends no
+    DS2. Beats at the reference annotations; ``af_gate`` as in
+    :func:`evaluate_model` (``None``: as each checkpoint says). The result
+    has :func:`evaluate_model`'s layout for one lead count (``by_leads``,
+    per-record ``records``, ``intervals``), so ``cardiac-monitor evaluate
+    compare`` pairs two candidates by record.
+
+    Raises
+    ------
+    ValueError
+        If a record was in every checkpoint's training split, or ``leads``
+        is out of range for a network.
+    """
+    if not checkpoints:
+        raise ValueError("give at least one checkpoint")
+    loaded = [(Path(p), load_checkpoint(p)) for p in checkpoints]
+    built: dict[Path, BeatSequenceModel] = {}
+    recs, truths, preds, owners = [], [], [], {}
+    for name in records:
+        path, ckpt = unseen_by(loaded, name)
+        if not 1 <= leads <= ckpt.model_config.n_leads:
+            raise ValueError(f"`leads` must be 1 to {ckpt.model_config.n_leads}, got {leads}")
+        detector = _gate_of(ckpt, af_gate)
+        if progress:
+            print(f"record {name}: {path.name}", flush=True)
+        rec = load_records([name], ckpt.preprocess, data_dir=data_dir)[0]
+        model = built.setdefault(path, ckpt.build())
+        t, p, _ = predict_records(model, [rec], n_leads=leads, af_detector=detector)
+        recs.append(rec)
+        truths.append(t[0])
+        preds.append(p[0])
+        owners[name] = {"checkpoint": path.name, "af_gate": None if detector is None else asdict(detector)}
+    res = result_from_confusion(
+        "inter-patient",
+        confusion_matrix(np.concatenate(truths), np.concatenate(preds)),
+        macro_over=SCORED_CLASSES,
+    )
+    if len(recs) > 1:
+        res.update(record_intervals(recs, truths, preds))
+    else:  # nothing to resample
+        res["records"] = {recs[0].record: confusion_matrix(truths[0], preds[0]).tolist()}
+    return {
+        **res,
+        "protocol": "out-of-fold",
+        "leads": leads,
+        "by_leads": {str(leads): dict(res)},
+        "checkpoints": [str(p) for p, _ in loaded],
+        "owners": owners,
+        "test_records": list(records),
+        "n_beats": int(np.asarray(res["confusion"]).sum()),
+    }
 
 
 def compare_models(
@@ -986,6 +1050,13 @@ def _test_data(
     cfg = TrainConfig(**{**_train_config_kwargs(ckpt), "data_dir": str(data_dir or "")})
     data = make_data(cfg, pre)
     return data.test, data.test_mask, data.test
+
+
+def _gate_of(ckpt: Checkpoint, af_gate: bool | None) -> AFDetector | None:
+    """The AF gate to evaluate with: the checkpoint's (``None``), its or the default (``True``), none."""
+    if af_gate is None:
+        return ckpt.af_detector
+    return (ckpt.af_detector or AFDetector()) if af_gate else None
 
 
 def _train_config_kwargs(ckpt: Checkpoint) -> dict[str, Any]:

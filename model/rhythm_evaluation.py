@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from model.checkpoint import Checkpoint, load_checkpoint
+from model.checkpoint import Checkpoint, load_checkpoint, unseen_by
 from model.cnn_lstm import BeatSequenceModel
 from model.data import load_record_beats
 from model.inference import ECTOPIC_CLASSES, predict_arrays
@@ -100,10 +100,7 @@ def evaluate_af(
     built: dict[Path, BeatSequenceModel] = {}
     beats: dict[str, dict[str, Any]] = {}
     for name in records:
-        owner = next(((p, c) for p, c in loaded if name not in c.split.train), None)
-        if owner is None:
-            raise ValueError(f"every checkpoint was trained on record {name}; give one that was not")
-        path, ckpt = owner
+        path, ckpt = unseen_by(loaded, name)
         if not 1 <= leads <= ckpt.model_config.n_leads:
             raise ValueError(f"`leads` must be 1 to {ckpt.model_config.n_leads}, got {leads}")
         model = built.setdefault(path, ckpt.build())

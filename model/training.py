@@ -127,6 +127,9 @@ class TrainConfig:
     context_contrast : bool
         Let the CNN-LSTM's LSTM read each beat's features against the
         running mean of its context (:meth:`model.cnn_lstm.CNNLSTM.sequence`).
+    rr_rate : bool
+        With ``rr_mode=relative``, also the local RR interval's log ratio to
+        0.8 s (:attr:`model.cnn_lstm.ModelConfig.rr_rate`).
     rr_skip : bool
         The heads also read the beat's own RR ratios and their squares
         (:attr:`model.cnn_lstm.ModelConfig.rr_skip`; needs ``rr_mode=relative``).
@@ -214,6 +217,7 @@ class TrainConfig:
     n_leads: int = 2
     lead_dropout: float = 0.5
     rr_mode: str = "raw"
+    rr_rate: bool = False
     context_contrast: bool = False
     rr_skip: bool = False
     rr_irregularity: bool = False
@@ -263,6 +267,7 @@ class TrainConfig:
             dropout=self.dropout,
             seq_len=self.seq_len,
             rr_mode=self.rr_mode,
+            rr_rate=self.rr_rate,
             context_contrast=self.context_contrast,
             rr_skip=self.rr_skip,
             rr_irregularity=self.rr_irregularity,

@@ -21,7 +21,13 @@ from sigproc.rhythm import AFDetector
 
 
 @pytest.fixture(
-    params=["raw", "relative+contrast", "relative+contrast+skip+irregularity", "relative+skip+shape"]
+    params=[
+        "raw",
+        "relative+contrast",
+        "relative+contrast+skip+irregularity",
+        "relative+skip+shape",
+        "relative+contrast+skip+shape+rate",
+    ]
 )
 def classifier(request: pytest.FixtureRequest, tiny_config: ModelConfig, tmp_path: Path) -> BeatClassifier:
     """A tiny CNN-LSTM as a checkpoint: raw RR, relative RR with context contrast, RR skip, shape terms."""
@@ -29,8 +35,8 @@ def classifier(request: pytest.FixtureRequest, tiny_config: ModelConfig, tmp_pat
         tiny_config = replace(tiny_config, rr_mode="relative", context_contrast="contrast" in request.param)
     if request.param.endswith("irregularity"):
         tiny_config = replace(tiny_config, rr_skip=True, rr_irregularity=True)
-    if request.param.endswith("shape"):
-        tiny_config = replace(tiny_config, rr_skip=True, shape_skip=True)
+    if "shape" in request.param:
+        tiny_config = replace(tiny_config, rr_skip=True, shape_skip=True, rr_rate="rate" in request.param)
     torch.manual_seed(0)
     net = get_model("cnn_lstm", tiny_config)
     pre = PreprocessConfig(fs=tiny_config.fs, window_s=tiny_config.n_window / tiny_config.fs)

@@ -109,10 +109,27 @@ class TestRRInputs:
         assert rr_in.out_features == 5
         assert torch.allclose(rr_in(rr), want[None], atol=1e-6)
 
+    def test_rate(self) -> None:
+        """``rr_rate`` adds the local interval against 0.8 s, after the ratios; the rest is unchanged."""
+        pre, post, local, mean = 0.39, 0.4, 0.4, 0.6  # a supraventricular tachycardia: local 150 bpm
+        rr = torch.tensor([[pre, post, local, mean, pre / local, pre / mean, post / pre]])
+        plain = RRInputs(ModelConfig(rr_mode="relative"))
+        rated = RRInputs(ModelConfig(rr_mode="relative", rr_rate=True))
+        assert (
+            rated.out_features
+            == plain.out_features + 1
+            == ModelConfig(rr_mode="relative", rr_rate=True).n_rr_ratios
+        )
+        out = rated(rr)
+        assert torch.allclose(out[:, :-1], plain(rr))
+        assert out[0, -1].item() == pytest.approx(5.0 * math.log(0.4 / 0.8), rel=1e-6)
+        with pytest.raises(ValueError, match="`rr_rate` needs `rr_mode='relative'`"):
+            ModelConfig(rr_rate=True)
+
     def test_edge_cases(self) -> None:
         rr = torch.tensor([[0.6, 1.0, 0.8, 0.9, 0.75, 0.667, 1.667]])
         raw = RRInputs(ModelConfig())
-        assert torch.equal(raw(rr), rr)  # the shipped behaviour: the seven columns as given
+        assert torch.equal(raw(rr), rr)  # the paper's: the seven columns as given
         causal = RRInputs(ModelConfig(rr_mode="relative", use_post_rr=False))
         assert causal.out_features == 3
         late = rr.clone()

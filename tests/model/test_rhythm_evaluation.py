@@ -79,3 +79,52 @@ def test_rhythms() -> None:
     assert ann.rhythms([]).shape == (0,)
     none = Annotations(np.array([5]), np.array(["N"]), ("",), 360.0)
     assert none.rhythms([1, 9]).tolist() == ["", ""]
+
+
+class TestOutOfFold:
+    def test_basic(self, data_dir: Path, tmp_path: Path) -> None:
+        """Each record goes to the first network not trained on it; `evaluate compare` pairs the result."""
+        from dataclasses import replace
+
+        from model.checkpoint import load_checkpoint, save_checkpoint
+        from model.data import load_records
+        from model.evaluation import compare_results, evaluate_out_of_fold
+        from model.metrics import confusion_matrix
+        from model.training import predict_records
+
+        shipped = load_checkpoint(SHIPPED_WEIGHTS)
+        saw_221 = save_checkpoint(
+            replace(shipped, split=replace(shipped.split, train=(*shipped.split.train, "221"))),
+            tmp_path / "a.pt",
+        )
+        res = evaluate_out_of_fold(
+            [saw_221, SHIPPED_WEIGHTS], ["100", "221"], data_dir=data_dir, progress=False
+        )
+        assert res["owners"]["100"]["checkpoint"] == "a.pt"
+        assert res["owners"]["221"]["checkpoint"] == SHIPPED_WEIGHTS.name
+        assert res["owners"]["221"]["af_gate"] == {
+            "lags": 3,
+            "window": 96,
+            "min_intervals": 16,
+            "threshold": 0.03,
+        }
+        rec = load_records(["221"], shipped.preprocess, data_dir=data_dir)
+        t, p, _ = predict_records(shipped.build(), rec, n_leads=1, af_detector=shipped.af_detector)
+        assert res["records"]["221"] == confusion_matrix(t[0], p[0]).tolist()
+        assert np.sum([np.asarray(m) for m in res["records"].values()], axis=0).tolist() == res["confusion"]
+        same = compare_results(res, res)
+        assert same["difference"]["accuracy"] == [0.0, 0.0]  # a result against itself: no difference
+        plain = evaluate_out_of_fold(
+            [SHIPPED_WEIGHTS], ["221"], data_dir=data_dir, af_gate=False, progress=False
+        )
+        assert plain["owners"]["221"]["af_gate"] is None
+        n_called_s = [r["records"]["221"][0][1] for r in (plain, res)]  # 221: AF throughout, no S beat
+        assert n_called_s[1] < n_called_s[0]
+
+    def test_exceptions(self, data_dir: Path) -> None:
+        from model.evaluation import evaluate_out_of_fold
+
+        with pytest.raises(ValueError, match="every checkpoint was trained on record 101"):
+            evaluate_out_of_fold([SHIPPED_WEIGHTS], ["101"], data_dir=data_dir, progress=False)
+        with pytest.raises(ValueError, match="at least one checkpoint"):
+            evaluate_out_of_fold([], ["101"], data_dir=data_dir)
