@@ -249,6 +249,12 @@ def ensemble(runs: tuple[Path, ...], out: Path) -> None:
 )
 @click.option("--off", is_flag=True, help="Remove the gate instead.")
 @click.option(
+    "--svt/--no-svt",
+    default=None,
+    help="Also call S the beats of fast supraventricular runs (sigproc.rhythm.SVTRule), or not. "
+    "Default: as CHECKPOINT has it.",
+)
+@click.option(
     "--lags", type=click.IntRange(min=1), default=None, help="Earlier intervals an interval may repeat."
 )
 @click.option("--window", type=click.IntRange(min=1), default=None, help="Clean intervals in the median.")
@@ -256,7 +262,13 @@ def ensemble(runs: tuple[Path, ...], out: Path) -> None:
     "--threshold", type=click.FloatRange(0.0, min_open=True), default=None, help="Irregularity called AF."
 )
 def gate(
-    checkpoint: Path, out: Path, off: bool, lags: int | None, window: int | None, threshold: float | None
+    checkpoint: Path,
+    out: Path,
+    off: bool,
+    svt: bool | None,
+    lags: int | None,
+    window: int | None,
+    threshold: float | None,
 ) -> None:
     """Write CHECKPOINT with the atrial-fibrillation gate of the S class attached.
 
@@ -267,9 +279,11 @@ def gate(
     from dataclasses import replace
 
     from model.checkpoint import load_checkpoint, save_checkpoint
-    from sigproc.rhythm import AFDetector
+    from sigproc.rhythm import AFDetector, SVTRule
 
     ckpt = load_checkpoint(checkpoint)
+    if svt is not None:
+        ckpt = replace(ckpt, svt_rule=SVTRule() if svt else None)
     if off:
         ckpt = replace(ckpt, af_detector=None)
     else:
@@ -279,7 +293,10 @@ def gate(
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from exc
     save_checkpoint(ckpt, out)
-    click.echo(f"wrote {out}: AF gate {'off' if ckpt.af_detector is None else ckpt.af_detector}")
+    click.echo(
+        f"wrote {out}: AF gate {'off' if ckpt.af_detector is None else ckpt.af_detector}, "
+        f"SVT rule {'off' if ckpt.svt_rule is None else ckpt.svt_rule}"
+    )
 
 
 # serve and replay ------------------------------------------------------------

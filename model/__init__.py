@@ -88,6 +88,7 @@ from model.inference import (
     context_states,
     gate_beat,
     predict_arrays,
+    svt_gate,
 )
 from model.losses import (
     LossConfig,
@@ -215,6 +216,7 @@ __all__ = [
     "shape_terms",
     "summarise_runs",
     "summary_metrics",
+    "svt_gate",
     "temporal_consistency",
     "terms_baseline",
     "total_loss",

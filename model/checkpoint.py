@@ -21,7 +21,7 @@ from model.ensemble import SeedEnsemble
 from model.registry import get_model
 from sigproc.beats import RR_FEATURE_NAMES
 from sigproc.records import AAMI_CLASSES
-from sigproc.rhythm import AFDetector
+from sigproc.rhythm import AFDetector, SVTRule
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -68,6 +68,9 @@ class Checkpoint:
         When set, inference gates the S class in atrial fibrillation found
         from the RR intervals (:func:`model.inference.af_gate`) with these
         parameters; a part of the model as shipped, not of its weights.
+    svt_rule : SVTRule or None
+        When set, inference calls S the beats of fast supraventricular runs
+        (:func:`model.inference.svt_gate`), before the AF gate.
     """
 
     model_name: str
@@ -80,6 +83,7 @@ class Checkpoint:
     train_config: dict[str, Any] = field(default_factory=dict)
     members: int = 1
     af_detector: AFDetector | None = None
+    svt_rule: SVTRule | None = None
 
     def build(self) -> BeatSequenceModel:
         """The network with these weights, in eval mode on the CPU."""
@@ -111,7 +115,8 @@ def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
     for path, run in zip(paths, runs, strict=True):
         if run.members != 1:
             raise ValueError(f"{path} is already an ensemble of {run.members}")
-        for name in ("model_name", "model_config", "preprocess", "split", "label_map", "af_detector"):
+        shared = ("model_name", "model_config", "preprocess", "split", "label_map", "af_detector", "svt_rule")
+        for name in shared:
             if getattr(run, name) != getattr(first, name):
                 raise ValueError(f"{path} differs from {paths[0]} in {name}; ensemble runs of one setting")
     state = {f"members.{i}.{k}": v for i, run in enumerate(runs) for k, v in run.state_dict.items()}
@@ -126,6 +131,7 @@ def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
         train_config={"members": [run.train_config for run in runs]},
         members=len(runs),
         af_detector=first.af_detector,
+        svt_rule=first.svt_rule,
     )
 
 
@@ -148,6 +154,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
         "state_dict": {k: v.detach().cpu().clone() for k, v in ckpt.state_dict.items()},
         "members": ckpt.members,
         "af_detector": None if ckpt.af_detector is None else asdict(ckpt.af_detector),
+        "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
     }
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -190,6 +197,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         train_config=dict(raw["train_config"]),
         members=int(raw.get("members", 1)),
         af_detector=None if raw.get("af_detector") is None else AFDetector(**raw["af_detector"]),
+        svt_rule=None if raw.get("svt_rule") is None else SVTRule(**raw["svt_rule"]),
     )
 
 

@@ -334,7 +334,9 @@ def evaluate_model(
     for n in lead_counts:
         if progress:
             print(f"evaluating {path.name} on {protocol} with {n} lead(s)...", flush=True)
-        truths, preds, early = predict_records(model, test, n_leads=n, af_detector=detector)
+        truths, preds, early = predict_records(
+            model, test, n_leads=n, af_detector=detector, svt_rule=ckpt.svt_rule
+        )
         if masks is not None:
             truths = [t[m] for t, m in zip(truths, masks, strict=True)]
             preds = [p[m] for p, m in zip(preds, masks, strict=True)]
@@ -387,6 +389,7 @@ def evaluate_model(
             "device_fs": device_fs,
             "peaks": peaks,
             "af_gate": None if detector is None else asdict(detector),
+            "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
             "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks),
         }
     )
@@ -443,11 +446,15 @@ def evaluate_out_of_fold(
             print(f"record {name}: {path.name}", flush=True)
         rec = load_records([name], ckpt.preprocess, data_dir=data_dir)[0]
         model = built.setdefault(path, ckpt.build())
-        t, p, _ = predict_records(model, [rec], n_leads=leads, af_detector=detector)
+        t, p, _ = predict_records(model, [rec], n_leads=leads, af_detector=detector, svt_rule=ckpt.svt_rule)
         recs.append(rec)
         truths.append(t[0])
         preds.append(p[0])
-        owners[name] = {"checkpoint": path.name, "af_gate": None if detector is None else asdict(detector)}
+        owners[name] = {
+            "checkpoint": path.name,
+            "af_gate": None if detector is None else asdict(detector),
+            "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
+        }
     res = result_from_confusion(
         "inter-patient",
         confusion_matrix(np.concatenate(truths), np.concatenate(preds)),

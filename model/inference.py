@@ -43,7 +43,7 @@ from model.cnn_lstm import BeatSequenceModel, ModelOutput
 from model.data import PreprocessConfig, normalise_windows, resample_windows
 from sigproc._checks import check_fs
 from sigproc.beats import RR_FEATURE_NAMES, BeatWindows
-from sigproc.rhythm import AFDetector, AFMonitor, af_irregularity, clean_intervals
+from sigproc.rhythm import AFDetector, AFMonitor, SVTRule, af_irregularity, clean_intervals
 
 __all__ = [
     "ECTOPIC_CLASSES",
@@ -55,6 +55,7 @@ __all__ = [
     "context_states",
     "gate_beat",
     "predict_arrays",
+    "svt_gate",
 ]
 
 #: The inter-patient CNN-LSTM trained on DS1, shipped with the package.
@@ -86,6 +87,9 @@ class BeatPrediction:
     af : ndarray of bool, shape (N,), or None
         With an AF gate: beats in a rhythm called atrial fibrillation, whose
         S probability was moved to N (:func:`af_gate`).
+    svt : ndarray of bool, shape (N,), or None
+        With an SVT rule (:attr:`BeatClassifier.svt_rule`): beats in a fast
+        run, whose N probability was moved to S (:func:`svt_gate`).
     """
 
     class_probs: NDArray[np.float32]
@@ -96,6 +100,7 @@ class BeatPrediction:
     resampled_from: float | None = None
     af_irregularity: NDArray[np.float64] | None = None
     af: NDArray[np.bool_] | None = None
+    svt: NDArray[np.bool_] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -186,7 +191,28 @@ def af_gate(
     ectopic = np.isin(class_probs.argmax(axis=1), _ectopic_indices(classes))
     irregularity = af_irregularity(pre_rr, clean_intervals(ectopic), detector)
     af = detector.flags(irregularity)
-    return (*_fold_s_into_n(class_probs, early_probs, af, classes), irregularity, af)
+    return (*_fold(class_probs, early_probs, af, "S", "N", classes), irregularity, af)
+
+
+def svt_gate(
+    class_probs: NDArray[np.float32],
+    early_probs: NDArray[np.float32],
+    rr: NDArray[np.floating],
+    classes: tuple[str, ...],
+    rule: SVTRule,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]:
+    """Move the N probability to S on beats in a run of supraventricular tachycardia.
+
+    A prematurity-minded network misses the beats of a run of SVT: each is
+    on time for the run (:class:`sigproc.rhythm.SVTRule`). On the beats the
+    rule flags (``rr`` (N, 7), the RR features), the N probability is added
+    to S, now and in the early-alarm forecasts: a beat thought
+    supraventricular stays so, and is called S. Run it before
+    :func:`af_gate`, which takes S back in atrial fibrillation (fast AF
+    is no SVT). Returns the gated probabilities (new arrays) and the flags.
+    """
+    svt = rule.flags(rr[:, 2], rr[:, 3])
+    return (*_fold(class_probs, early_probs, svt, "N", "S", classes), svt)
 
 
 def gate_beat(
@@ -203,7 +229,7 @@ def gate_beat(
     """
     monitor.push_beat(pre_rr, ectopic=int(class_probs.argmax()) in _ectopic_indices(classes))
     af = np.array([monitor.af])
-    probs, early = _fold_s_into_n(class_probs[None], early_probs[None], af, classes)
+    probs, early = _fold(class_probs[None], early_probs[None], af, "S", "N", classes)
     return probs[0], early[0], monitor.af
 
 
@@ -211,18 +237,21 @@ def _ectopic_indices(classes: tuple[str, ...]) -> list[int]:
     return [classes.index(c) for c in ECTOPIC_CLASSES if c in classes]
 
 
-def _fold_s_into_n(
+def _fold(
     class_probs: NDArray[np.float32],
     early_probs: NDArray[np.float32],
-    af: NDArray[np.bool_],
+    mask: NDArray[np.bool_],
+    source: str,
+    target: str,
     classes: tuple[str, ...],
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    n, s = classes.index("N"), classes.index("S")
+    """New arrays with the ``source`` probability added to ``target`` on the beats of ``mask``."""
+    a, b = classes.index(source), classes.index(target)
     probs, early = class_probs.copy(), early_probs.copy()
-    probs[af, n] += probs[af, s]
-    probs[af, s] = 0.0
-    early[af, :, n] += early[af, :, s]
-    early[af, :, s] = 0.0
+    probs[mask, b] += probs[mask, a]
+    probs[mask, a] = 0.0
+    early[mask, :, b] += early[mask, :, a]
+    early[mask, :, a] = 0.0
     return probs, early
 
 
@@ -241,6 +270,9 @@ class BeatClassifier:
         (the default) does what the checkpoint says
         (:attr:`model.checkpoint.Checkpoint.af_detector`: the shipped
         weights gate).
+    svt_rule : SVTRule, None or "checkpoint"
+        The same for the SVT rule (:func:`svt_gate`), applied before the AF
+        gate.
     """
 
     def __init__(
@@ -249,6 +281,7 @@ class BeatClassifier:
         *,
         num_threads: int | None = None,
         af_detector: AFDetector | Literal["checkpoint"] | None = "checkpoint",
+        svt_rule: SVTRule | Literal["checkpoint"] | None = "checkpoint",
     ) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
@@ -261,6 +294,7 @@ class BeatClassifier:
         self.classes = tuple(checkpoint.label_map)
         self.horizons = tuple(checkpoint.model_config.horizons)
         self.af_detector = checkpoint.af_detector if af_detector == "checkpoint" else af_detector
+        self.svt_rule = checkpoint.svt_rule if svt_rule == "checkpoint" else svt_rule
 
     @classmethod
     def load(
@@ -269,6 +303,7 @@ class BeatClassifier:
         *,
         num_threads: int | None = None,
         af_detector: AFDetector | Literal["checkpoint"] | None = "checkpoint",
+        svt_rule: SVTRule | Literal["checkpoint"] | None = "checkpoint",
     ) -> BeatClassifier:
         """Load a checkpoint; ``None`` loads the shipped inter-patient weights.
 
@@ -282,6 +317,7 @@ class BeatClassifier:
             load_checkpoint(SHIPPED_WEIGHTS if path is None else path),
             num_threads=num_threads,
             af_detector=af_detector,
+            svt_rule=svt_rule,
         )
 
     @property
@@ -367,12 +403,16 @@ class BeatClassifier:
         """
         x, r, mask, resampled = self.prepare(beat_windows, rr_features, fs=fs)
         pred = self._to_prediction(predict_arrays(self.model, x, r, mask), resampled)
-        if self.af_detector is None:
-            return pred
-        probs, early, irregularity, af = af_gate(
-            pred.class_probs, pred.early_probs, r[:, 0].numpy(), self.classes, self.af_detector
-        )
-        return replace(pred, class_probs=probs, early_probs=early, af_irregularity=irregularity, af=af)
+        rr = r.numpy()
+        if self.svt_rule is not None:
+            probs, early, svt = svt_gate(pred.class_probs, pred.early_probs, rr, self.classes, self.svt_rule)
+            pred = replace(pred, class_probs=probs, early_probs=early, svt=svt)
+        if self.af_detector is not None:
+            probs, early, irregularity, af = af_gate(
+                pred.class_probs, pred.early_probs, rr[:, 0], self.classes, self.af_detector
+            )
+            pred = replace(pred, class_probs=probs, early_probs=early, af_irregularity=irregularity, af=af)
+        return pred
 
     def stream(self, *, n_leads: int | None = None, fs: float | None = None) -> BeatStream:
         """A per-stream classifier that takes beats one at a time."""
@@ -433,15 +473,19 @@ class BeatStream:
         pred = self.classifier._to_prediction(
             ModelOutput(out.class_logits[0], out.abnormal_logit[0], out.early_logits[0]), resampled
         )
+        classes, rule, row = self.classifier.classes, self.classifier.svt_rule, r.numpy()
+        if rule is not None:
+            probs, early, svt = svt_gate(pred.class_probs, pred.early_probs, row, classes, rule)
+            pred = replace(pred, class_probs=probs, early_probs=early, svt=svt)
         if self._af is None:
             return pred
-        probs, early, af = gate_beat(
-            self._af, pred.class_probs[0], pred.early_probs[0], float(r[0, 0]), self.classifier.classes
+        probs1, early1, af = gate_beat(
+            self._af, pred.class_probs[0], pred.early_probs[0], float(row[0, 0]), classes
         )
         return replace(
             pred,
-            class_probs=probs[None],
-            early_probs=early[None],
+            class_probs=probs1[None],
+            early_probs=early1[None],
             af_irregularity=np.array([self._af.irregularity]),
             af=np.array([af]),
         )

@@ -32,7 +32,7 @@ from numpy.typing import NDArray
 from model.checkpoint import Checkpoint, load_checkpoint, unseen_by
 from model.cnn_lstm import BeatSequenceModel
 from model.data import load_record_beats
-from model.inference import ECTOPIC_CLASSES, predict_arrays
+from model.inference import ECTOPIC_CLASSES, predict_arrays, svt_gate
 from sigproc.records import AAMI_CLASSES, load_annotations
 from sigproc.rhythm import AFDetector, af_irregularity, clean_intervals
 
@@ -130,7 +130,10 @@ def _record_beats(
     mask = torch.arange(ckpt.model_config.n_leads) < leads
     with torch.no_grad():
         out = predict_arrays(model, torch.from_numpy(rec.windows), torch.from_numpy(rec.rr), mask)
-    called = out.class_logits.argmax(-1).numpy()
+    probs = torch.softmax(out.class_logits, -1).numpy()
+    if ckpt.svt_rule is not None:  # the calls the AF gate sees in inference
+        probs, _, _ = svt_gate(probs, probs[:, None], rec.rr, tuple(ckpt.label_map), ckpt.svt_rule)
+    called = probs.argmax(-1)
     ectopic = np.isin(called, [ckpt.label_map.index(c) for c in ECTOPIC_CLASSES])
     rhythm = load_annotations(name, data_dir=data_dir).rhythms(rec.r_peaks)
     return {

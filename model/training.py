@@ -58,12 +58,12 @@ from model.data import (
     load_records,
     random_split,
 )
-from model.inference import af_gate, predict_arrays
+from model.inference import af_gate, predict_arrays, svt_gate
 from model.losses import LossConfig, class_weights_from_counts, total_loss
 from model.metrics import class_metrics, confusion_matrix, summary_metrics
 from model.registry import get_model
 from sigproc.records import AAMI_CLASSES
-from sigproc.rhythm import AFDetector
+from sigproc.rhythm import AFDetector, SVTRule
 
 __all__ = [
     "GRID",
@@ -656,13 +656,16 @@ def predict_records(
     n_leads: int | None = None,
     device: torch.device | None = None,
     af_detector: AFDetector | None = None,
+    svt_rule: SVTRule | None = None,
 ) -> tuple[list[NDArray[np.int64]], list[NDArray[np.int64]], list[NDArray[np.int64]]]:
     """Reference labels, predicted classes and early-alarm classes of every beat of every record.
 
     Returns three lists with one array per record: labels (N,), classes
     (N,) and early-alarm classes (N, H) for the horizons of the model. With
     ``af_detector``, the S class is gated in atrial fibrillation
-    (:func:`model.inference.af_gate`), as :class:`~model.inference.BeatClassifier` does.
+    (:func:`model.inference.af_gate`), and with ``svt_rule`` fast
+    supraventricular runs are called S first (:func:`model.inference.svt_gate`),
+    as :class:`~model.inference.BeatClassifier` does.
     """
     device = device or next(model.parameters()).device
     leads = n_leads or model.config.n_leads
@@ -674,6 +677,8 @@ def predict_records(
         )
         probs = torch.softmax(out.class_logits, -1).cpu().numpy()
         early_probs = torch.softmax(out.early_logits, -1).cpu().numpy()
+        if svt_rule is not None:
+            probs, early_probs, _ = svt_gate(probs, early_probs, rec.rr, AAMI_CLASSES, svt_rule)
         if af_detector is not None:
             probs, early_probs, _, _ = af_gate(probs, early_probs, rec.rr[:, 0], AAMI_CLASSES, af_detector)
         preds.append(probs.argmax(-1).astype(np.int64))

@@ -70,7 +70,7 @@ from sigproc.records import (
     load_record,
     resolve_database_dir,
 )
-from sigproc.rhythm import AFDetector, AFMonitor, af_irregularity, clean_intervals
+from sigproc.rhythm import AFDetector, AFMonitor, SVTRule, af_irregularity, clean_intervals
 from sigproc.scoring import (
     EC57_SKIP_S,
     EC57_WINDOW_S,
@@ -112,6 +112,7 @@ __all__ = [
     "QualityConfig",
     "QualityReport",
     "Record",
+    "SVTRule",
     "SignalWarning",
     "StreamingDenoiser",
     "StreamingFilter",

@@ -12,12 +12,12 @@ import torch
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
 from model.data import PreprocessConfig, inter_patient_split
-from model.inference import SHIPPED_WEIGHTS, BeatClassifier, af_gate
+from model.inference import SHIPPED_WEIGHTS, BeatClassifier, af_gate, svt_gate
 from model.registry import get_model
 from sigproc.beats import beat_windows, rr_features
 from sigproc.filters import StreamingFilter
 from sigproc.records import AAMI_CLASSES, load_record
-from sigproc.rhythm import AFDetector
+from sigproc.rhythm import AFDetector, SVTRule
 
 
 @pytest.fixture(
@@ -102,6 +102,38 @@ class TestPredict:
         np.testing.assert_array_equal(np.concatenate([p.af for p in pushed]), got.af)
         stream.reset()
         assert not stream.push(x[-1], rr[-1]).af.any()  # the history is gone
+
+    def test_svt_rule(self, classifier: BeatClassifier) -> None:
+        """A fast run is called S (N folded into S), then the AF gate, batch and stream alike."""
+        both = BeatClassifier(
+            classifier.checkpoint, svt_rule=SVTRule(), af_detector=AFDetector(window=8, min_intervals=4)
+        )
+        with torch.no_grad():  # an untrained network that calls every beat N
+            for clf in (classifier, both):
+                clf.model.class_head.bias.copy_(torch.tensor([8.0, 6.0, -8.0, -8.0, -8.0]))
+        x, rr = _inputs(30, 2, 40)
+        rr[:, :4] = 0.8  # pre, post, local, mean: a regular 75 bpm
+        rr[12:20, [0, 1, 2]] = 0.4  # a run at 150 bpm, twice the long-run rate
+        plain, got = classifier.predict(x, rr), both.predict(x, rr)
+        assert plain.svt is None
+        assert got.svt is not None
+        assert got.svt.tolist() == [12 <= i < 20 for i in range(30)]
+        assert [lab == "S" for lab in got.labels] == got.svt.tolist()
+        s, n = AAMI_CLASSES.index("S"), AAMI_CLASSES.index("N")
+        np.testing.assert_allclose(
+            got.class_probs[got.svt, s],
+            (plain.class_probs[:, n] + plain.class_probs[:, s])[got.svt],
+            rtol=1e-6,
+        )
+        assert got.af is not None
+        assert not got.af.any()  # a regular rhythm, run or not
+        stream = both.stream()
+        pushed = [stream.push(x[i], rr[i]) for i in range(len(x))]
+        assert np.allclose(np.concatenate([p.class_probs for p in pushed]), got.class_probs, atol=1e-6)
+        np.testing.assert_array_equal(np.concatenate([p.svt for p in pushed]), got.svt)
+        probs, _, flags = svt_gate(plain.class_probs, plain.early_probs, rr, AAMI_CLASSES, SVTRule(0.3))
+        assert not flags.any()  # 150 bpm is below a 200 bpm rule
+        np.testing.assert_array_equal(probs, plain.class_probs)
 
     def test_af_gate_leaves_intervals_of_ventricular_calls_out(self) -> None:
         n = 40
@@ -208,6 +240,11 @@ class TestGate:
         result = CliRunner().invoke(cli, ["gate", str(out), "--off", "--out", str(out)])
         assert result.exit_code == 0, result.output
         assert load_checkpoint(out).af_detector is None
+        result = CliRunner().invoke(cli, ["gate", str(src), "--svt", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert load_checkpoint(out).svt_rule == SVTRule()
+        assert BeatClassifier.load(out).svt_rule == SVTRule()
+        assert load_checkpoint(out).af_detector == AFDetector()
         result = CliRunner().invoke(cli, ["gate", str(src), "--window", "8", "--out", str(out)])
         assert result.exit_code == 2
         assert "`min_intervals` must be 1 to `window` (8)" in result.output

@@ -26,7 +26,7 @@ from model.training import (
     select_device,
     train,
 )
-from sigproc.rhythm import AFDetector
+from sigproc.rhythm import AFDetector, SVTRule
 
 
 @pytest.mark.data
@@ -261,8 +261,12 @@ class TestCheckpoint:
         x, rr = torch.randn(1, 3, 2, tiny_config.n_window), torch.rand(1, 3, 7) + 0.5
         assert torch.equal(net(x, rr).class_logits, back.build()(x, rr).class_logits)
         assert back.af_detector is None
-        gated = save_checkpoint(replace(ckpt, af_detector=AFDetector(window=32)), tmp_path / "g.pt")
+        gated = save_checkpoint(
+            replace(ckpt, af_detector=AFDetector(window=32), svt_rule=SVTRule(0.5)), tmp_path / "g.pt"
+        )
         assert load_checkpoint(gated).af_detector == AFDetector(window=32)
+        assert load_checkpoint(gated).svt_rule == SVTRule(0.5)
+        assert back.svt_rule is None
 
     def test_exceptions(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match="does not exist"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sigproc.rhythm import AFDetector, AFMonitor, af_irregularity, clean_intervals
+from sigproc.rhythm import AFDetector, AFMonitor, SVTRule, af_irregularity, clean_intervals
 
 
 def _ectopic_sinus(n: int, every: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -118,3 +118,19 @@ class TestIrregularity:
             AFMonitor().push(float("nan"), clean=True)
         with pytest.raises(ValueError, match="one-dimensional"):
             clean_intervals(np.zeros((2, 2), bool))
+
+
+class TestSVTRule:
+    def test_basic(self) -> None:
+        rule = SVTRule()
+        local = np.array([0.4, 0.4, 0.59, 0.61, 0.96, 0.5])
+        mean = np.array([0.8, 0.45, 0.8, 0.9, 1.7, 0.6])
+        # fast and abrupt / fast but the patient's usual rate / just over 100 bpm / 98 bpm /
+        # normal beats after a slow stretch (record 231) / fast, 0.83 of the mean
+        assert rule.flags(local, mean).tolist() == [True, False, True, False, False, False]
+
+    def test_errors(self) -> None:
+        with pytest.raises(ValueError, match="`max_local_rr`"):
+            SVTRule(max_local_rr=0.0)
+        with pytest.raises(ValueError, match="`max_local_to_mean`"):
+            SVTRule(max_local_to_mean=1.5)
