@@ -21,8 +21,8 @@ from model.checkpoint import (
     Checkpoint,
     ensemble_checkpoints,
     load_checkpoint,
+    out_of_fold,
     save_checkpoint,
-    unseen_by,
 )
 from model.cnn_lstm import (
     CNNLSTM,
@@ -199,6 +199,7 @@ __all__ = [
     "markov_transitions",
     "morphology_regulariser",
     "normalise_windows",
+    "out_of_fold",
     "paired_t_tests",
     "plot_confusion",
     "pooled_folds",
@@ -221,5 +222,4 @@ __all__ = [
     "terms_baseline",
     "total_loss",
     "train",
-    "unseen_by",
 ]

@@ -29,8 +29,8 @@ __all__ = [
     "Checkpoint",
     "ensemble_checkpoints",
     "load_checkpoint",
+    "out_of_fold",
     "save_checkpoint",
-    "unseen_by",
 ]
 
 #: Identifies the file type.
@@ -201,18 +201,31 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     )
 
 
-def unseen_by(checkpoints: Sequence[tuple[Path, Checkpoint]], record: str) -> tuple[Path, Checkpoint]:
-    """The first of ``checkpoints`` whose training split does not hold ``record``.
+def out_of_fold(
+    checkpoints: Sequence[str | os.PathLike[str]], records: Sequence[str], *, leads: int = 1
+) -> list[tuple[str, Path, Checkpoint, BeatSequenceModel]]:
+    """Each of ``records`` with the first of ``checkpoints`` whose training split does not hold it.
 
     With the fold networks of a leave-records-out split, every record gets
-    a network that never saw it (out of fold).
+    a network that never saw it (out of fold). Returns ``(record, path,
+    checkpoint, network)``; each network is built once.
 
     Raises
     ------
     ValueError
-        If every checkpoint was trained on ``record``.
+        If no checkpoint is given, every checkpoint was trained on a
+        record, or a network cannot read ``leads`` leads.
     """
-    for path, ckpt in checkpoints:
-        if record not in ckpt.split.train:
-            return path, ckpt
-    raise ValueError(f"every checkpoint was trained on record {record}; give one that was not")
+    if not checkpoints:
+        raise ValueError("give at least one checkpoint")
+    loaded = [(Path(p), load_checkpoint(p)) for p in checkpoints]
+    built: dict[Path, BeatSequenceModel] = {}
+    out = []
+    for name in records:
+        path, ckpt = next(((p, c) for p, c in loaded if name not in c.split.train), (None, None))
+        if path is None or ckpt is None:
+            raise ValueError(f"every checkpoint was trained on record {name}; give one that was not")
+        if not 1 <= leads <= ckpt.model_config.n_leads:
+            raise ValueError(f"`leads` must be 1 to {ckpt.model_config.n_leads}, got {leads}")
+        out.append((name, path, ckpt, built.setdefault(path, ckpt.build())))
+    return out

@@ -59,8 +59,8 @@ from numpy.typing import NDArray
 from torch import Tensor
 from tqdm import tqdm
 
-from model.checkpoint import Checkpoint, load_checkpoint, unseen_by
-from model.cnn_lstm import CNNLSTM, BeatSequenceModel, ModelConfig
+from model.checkpoint import Checkpoint, load_checkpoint, out_of_fold
+from model.cnn_lstm import CNNLSTM, ModelConfig
 from model.data import (
     DS1_FOLDS,
     FALSE_DETECTION,
@@ -432,20 +432,13 @@ def evaluate_out_of_fold(
         If a record was in every checkpoint's training split, or ``leads``
         is out of range for a network.
     """
-    if not checkpoints:
-        raise ValueError("give at least one checkpoint")
-    loaded = [(Path(p), load_checkpoint(p)) for p in checkpoints]
-    built: dict[Path, BeatSequenceModel] = {}
+    assigned = out_of_fold(checkpoints, records, leads=leads)
     recs, truths, preds, owners = [], [], [], {}
-    for name in records:
-        path, ckpt = unseen_by(loaded, name)
-        if not 1 <= leads <= ckpt.model_config.n_leads:
-            raise ValueError(f"`leads` must be 1 to {ckpt.model_config.n_leads}, got {leads}")
+    for name, path, ckpt, model in assigned:
         detector = _gate_of(ckpt, af_gate)
         if progress:
             print(f"record {name}: {path.name}", flush=True)
         rec = load_records([name], ckpt.preprocess, data_dir=data_dir)[0]
-        model = built.setdefault(path, ckpt.build())
         t, p, _ = predict_records(model, [rec], n_leads=leads, af_detector=detector, svt_rule=ckpt.svt_rule)
         recs.append(rec)
         truths.append(t[0])
@@ -469,7 +462,7 @@ def evaluate_out_of_fold(
         "protocol": "out-of-fold",
         "leads": leads,
         "by_leads": {str(leads): dict(res)},
-        "checkpoints": [str(p) for p, _ in loaded],
+        "checkpoints": [str(p) for p in checkpoints],
         "owners": owners,
         "test_records": list(records),
         "n_beats": int(np.asarray(res["confusion"]).sum()),

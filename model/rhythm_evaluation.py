@@ -22,14 +22,13 @@ import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from model.checkpoint import Checkpoint, load_checkpoint, unseen_by
+from model.checkpoint import Checkpoint, load_checkpoint, out_of_fold
 from model.cnn_lstm import BeatSequenceModel
 from model.data import load_record_beats
 from model.inference import ECTOPIC_CLASSES, predict_arrays, svt_gate
@@ -93,17 +92,10 @@ def evaluate_af(
     ValueError
         If no checkpoint was left without a record, or ``leads`` is out of range.
     """
-    if not checkpoints:
-        raise ValueError("give at least one checkpoint")
-    loaded = [(Path(p), load_checkpoint(p)) for p in checkpoints]
-    det = detector or loaded[0][1].af_detector or AFDetector()
-    built: dict[Path, BeatSequenceModel] = {}
+    assigned = out_of_fold(checkpoints, records, leads=leads)
+    det = detector or load_checkpoint(checkpoints[0]).af_detector or AFDetector()
     beats: dict[str, dict[str, Any]] = {}
-    for name in records:
-        path, ckpt = unseen_by(loaded, name)
-        if not 1 <= leads <= ckpt.model_config.n_leads:
-            raise ValueError(f"`leads` must be 1 to {ckpt.model_config.n_leads}, got {leads}")
-        model = built.setdefault(path, ckpt.build())
+    for name, path, ckpt, model in assigned:
         if progress:
             print(f"record {name}: {path.name}", flush=True)
         beats[name] = {"checkpoint": path.name, **_record_beats(model, ckpt, name, data_dir, leads)}
@@ -111,7 +103,7 @@ def evaluate_af(
         "detector": asdict(det),
         "leads": leads,
         "af_rhythms": list(AF_RHYTHMS),
-        "checkpoints": [str(p) for p, _ in loaded],
+        "checkpoints": [str(p) for p in checkpoints],
     }
     result.update(_score(beats, det))
     if grid:
