@@ -33,6 +33,12 @@ of networks that had not seen the record (out of fold). See
 ``docs/model-card.md`` (seventh round) for how they were chosen and the
 detection rates on DS1 and DS2.
 
+:class:`SVTRule` covers the opposite failure: the beats of a run of
+supraventricular tachycardia are on time for the run (the local RR mean
+has followed it down), so a prematurity-minded classifier calls them N;
+the rule flags beats whose local rhythm is both faster than 100 bpm and
+much faster than the patient's long-run rhythm.
+
 References
 ----------
 .. [1] Moody GB, Mark RG. A new method for detecting atrial fibrillation
