@@ -145,7 +145,7 @@ from ingest.alarms import (
 from ingest.processing import DisplayProcessor, LiveEvent, StoredBlock, VitalsReading
 from ingest.protocol import SeqKind
 from ingest.replay import ReplaySignal
-from model.inference import BeatClassifier, gate_beat, svt_gate
+from model.inference import BeatClassifier, gate_beat
 from sigproc.beats import StreamingRRFeatures, beat_windows, rr_features
 from sigproc.filters import StreamingFilter
 from sigproc.peaks import StreamingPeakDetector, detect_r_peaks
@@ -1532,16 +1532,14 @@ def _classify(classifier: BeatClassifier, ready: list[_Ready]) -> list[_Output]:
     results = []
     for item in ready:  # in stream order within each session: the AF gate's history
         beat_probs, beat_abnormal, beat_early = heads[id(item)]
-        af = False
-        if classifier.svt_rule is not None:
-            p1, e1, _ = svt_gate(
-                beat_probs[None], beat_early[None], item.rr[None], classifier.classes, classifier.svt_rule
-            )
-            beat_probs, beat_early = p1[0], e1[0]
-        if item.session.af is not None:
-            beat_probs, beat_early, af = gate_beat(
-                item.session.af, beat_probs, beat_early, float(item.rr[0]), classifier.classes
-            )
+        beat_probs, beat_early, _, af = gate_beat(
+            beat_probs,
+            beat_early,
+            item.rr,
+            classifier.classes,
+            svt_rule=classifier.svt_rule,
+            monitor=item.session.af,
+        )
         results.append(_Output(beat_probs, beat_abnormal, float((1.0 - beat_early[:, n]).max()), af))
     return results
 

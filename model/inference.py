@@ -216,21 +216,31 @@ def svt_gate(
 
 
 def gate_beat(
-    monitor: AFMonitor,
     class_probs: NDArray[np.float32],
     early_probs: NDArray[np.float32],
-    pre_rr: float,
+    rr: NDArray[np.floating],
     classes: tuple[str, ...],
-) -> tuple[NDArray[np.float32], NDArray[np.float32], bool]:
-    """:func:`af_gate` for the next beat of a stream: ``class_probs`` (C,), ``early_probs`` (H, C).
+    *,
+    svt_rule: SVTRule | None = None,
+    monitor: AFMonitor | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], bool, bool]:
+    """:func:`svt_gate` then :func:`af_gate` for the next beat of a stream.
 
-    ``monitor`` carries the stream's RR history. Returns the gated
-    probabilities and whether the beat is in atrial fibrillation.
+    ``class_probs`` (C,), ``early_probs`` (H, C) and the beat's RR features
+    ``rr`` (7,); ``monitor`` carries the stream's RR history for the AF
+    gate. Either step is skipped when its rule is ``None``. Returns the
+    gated probabilities, whether the beat is in an SVT run and whether it
+    is in atrial fibrillation.
     """
-    monitor.push_beat(pre_rr, ectopic=int(class_probs.argmax()) in _ectopic_indices(classes))
-    af = np.array([monitor.af])
-    probs, early = _fold(class_probs[None], early_probs[None], af, "S", "N", classes)
-    return probs[0], early[0], monitor.af
+    probs, early, svt = class_probs[None], early_probs[None], False
+    if svt_rule is not None:
+        probs, early, flags = svt_gate(probs, early, rr[None], classes, svt_rule)
+        svt = bool(flags[0])
+    if monitor is None:
+        return probs[0], early[0], svt, False
+    monitor.push_beat(float(rr[0]), ectopic=int(probs[0].argmax()) in _ectopic_indices(classes))
+    probs, early = _fold(probs, early, np.array([monitor.af]), "S", "N", classes)
+    return probs[0], early[0], svt, monitor.af
 
 
 def _ectopic_indices(classes: tuple[str, ...]) -> list[int]:
@@ -473,19 +483,22 @@ class BeatStream:
         pred = self.classifier._to_prediction(
             ModelOutput(out.class_logits[0], out.abnormal_logit[0], out.early_logits[0]), resampled
         )
-        classes, rule, row = self.classifier.classes, self.classifier.svt_rule, r.numpy()
-        if rule is not None:
-            probs, early, svt = svt_gate(pred.class_probs, pred.early_probs, row, classes, rule)
-            pred = replace(pred, class_probs=probs, early_probs=early, svt=svt)
-        if self._af is None:
+        rule = self.classifier.svt_rule
+        if rule is None and self._af is None:
             return pred
-        probs1, early1, af = gate_beat(
-            self._af, pred.class_probs[0], pred.early_probs[0], float(row[0, 0]), classes
+        probs, early, svt, af = gate_beat(
+            pred.class_probs[0],
+            pred.early_probs[0],
+            r[0].numpy(),
+            self.classifier.classes,
+            svt_rule=rule,
+            monitor=self._af,
         )
         return replace(
             pred,
-            class_probs=probs1[None],
-            early_probs=early1[None],
-            af_irregularity=np.array([self._af.irregularity]),
-            af=np.array([af]),
+            class_probs=probs[None],
+            early_probs=early[None],
+            svt=None if rule is None else np.array([svt]),
+            af_irregularity=None if self._af is None else np.array([self._af.irregularity]),
+            af=None if self._af is None else np.array([af]),
         )
