@@ -164,6 +164,10 @@ class TestRules:
         assert rule_atrial_fibrillation(beats[1:4], limits) is None  # too few beats
         split = [*beats[:3], *(RecentBeat(t=b.t, label="N", af=True, segment=1) for b in beats[3:])]
         assert rule_atrial_fibrillation(split, limits) is None  # across a stretch of bad signal
+        half = [RecentBeat(t=i * 0.7, label="N", af=i % 2 == 0) for i in range(4)]
+        assert rule_atrial_fibrillation(half, limits) is None  # not raised by half the beats...
+        assert rule_atrial_fibrillation(half, limits, raised=True) is not None  # ...but kept by them
+        assert rule_atrial_fibrillation(half[1:] + half[-1:], limits, raised=True) is None  # 1 of 4
 
     def test_vitals(self) -> None:
         assert rule_spo2(None, LIMITS) is None
@@ -307,7 +311,8 @@ class TestOtherArrhythmias:
         assert _feed(engine, "N" * 29, 0.7, start=0.0, af=True) == []
         raised = _feed(engine, "N", 0.7, start=20.3, af=True)
         assert _summary(raised) == [("raised", "atrial_fibrillation", "low", "active")]
-        assert _summary(_feed(engine, "N", 0.7, start=21.0, af=False)) == [
+        assert _feed(engine, "N" * 15, 0.7, start=21.0, af=False) == []  # 15 of the last 30 still AF
+        assert _summary(_feed(engine, "N", 0.7, start=31.5, af=False)) == [
             ("resolved", "atrial_fibrillation", "low", "resolved")
         ]
 
