@@ -958,16 +958,24 @@ def _echo_classes(result: dict[str, Any]) -> None:
         click.echo(f"  [{ci['level']:.0f} % intervals over {ci['n_records']} test records resampled]")
 
 
+def _model_records(default: str) -> Any:
+    """``--records`` of the out-of-fold model commands (parsed by :func:`_named_records`)."""
+    return click.option(
+        "--records",
+        default=default,
+        show_default=True,
+        help="'ds1', 'ds2' or comma-separated MIT-BIH records.",
+    )
+
+
+_ONE_LEAD = click.option("--leads", type=click.IntRange(1, 2), default=1, show_default=True)
+
+
 @evaluate.command("af")
 @_DATA_DIR
 @click.argument("checkpoints", nargs=-1, type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--records",
-    default="ds2",
-    show_default=True,
-    help="'ds1', 'ds2' or comma-separated MIT-BIH records.",
-)
-@click.option("--leads", type=click.IntRange(1, 2), default=1, show_default=True)
+@_model_records("ds2")
+@_ONE_LEAD
 @click.option("--grid", is_flag=True, help="Also search the detector's parameters for the best Youden's J.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def evaluate_af_cmd(
@@ -1020,10 +1028,8 @@ def evaluate_af_cmd(
 @click.argument(
     "checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
 )
-@click.option(
-    "--records", default="ds1", show_default=True, help="'ds1', 'ds2' or comma-separated MIT-BIH records."
-)
-@click.option("--leads", type=click.IntRange(1, 2), default=1, show_default=True)
+@_model_records("ds1")
+@_ONE_LEAD
 @click.option("--af-gate/--no-af-gate", default=None, help="Default: as each checkpoint says (see `gate`).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def evaluate_oof_cmd(

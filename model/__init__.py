@@ -84,10 +84,12 @@ from model.inference import (
     BeatClassifier,
     BeatPrediction,
     BeatStream,
+    GatedProbs,
     af_gate,
     context_states,
     gate_beat,
     predict_arrays,
+    rhythm_gates,
     svt_gate,
 )
 from model.losses import (
@@ -148,6 +150,7 @@ __all__ = [
     "BeatStream",
     "CNNOnly",
     "Checkpoint",
+    "GatedProbs",
     "LSTMOnly",
     "LeadAttention",
     "LossConfig",
@@ -209,6 +212,7 @@ __all__ = [
     "record_intervals",
     "resample_windows",
     "result_from_confusion",
+    "rhythm_gates",
     "rr_columns",
     "save_checkpoint",
     "select_device",

@@ -31,7 +31,7 @@ import os
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -51,10 +51,12 @@ __all__ = [
     "BeatClassifier",
     "BeatPrediction",
     "BeatStream",
+    "GatedProbs",
     "af_gate",
     "context_states",
     "gate_beat",
     "predict_arrays",
+    "rhythm_gates",
     "svt_gate",
 ]
 
@@ -215,6 +217,39 @@ def svt_gate(
     return (*_fold(class_probs, early_probs, svt, "N", "S", classes), svt)
 
 
+class GatedProbs(NamedTuple):
+    """Probabilities after :func:`rhythm_gates`, and what each gate found (``None``: not run)."""
+
+    class_probs: NDArray[np.float32]
+    early_probs: NDArray[np.float32]
+    svt: NDArray[np.bool_] | None
+    af_irregularity: NDArray[np.float64] | None
+    af: NDArray[np.bool_] | None
+
+
+def rhythm_gates(
+    class_probs: NDArray[np.float32],
+    early_probs: NDArray[np.float32],
+    rr: NDArray[np.floating],
+    classes: tuple[str, ...],
+    *,
+    svt_rule: SVTRule | None = None,
+    af_detector: AFDetector | None = None,
+) -> GatedProbs:
+    """:func:`svt_gate` then :func:`af_gate` over consecutive beats of one stream, ``rr`` (N, 7).
+
+    Either step is skipped when its rule is ``None``.
+    """
+    svt = irregularity = af = None
+    if svt_rule is not None:
+        class_probs, early_probs, svt = svt_gate(class_probs, early_probs, rr, classes, svt_rule)
+    if af_detector is not None:
+        class_probs, early_probs, irregularity, af = af_gate(
+            class_probs, early_probs, rr[:, 0], classes, af_detector
+        )
+    return GatedProbs(class_probs, early_probs, svt, irregularity, af)
+
+
 def gate_beat(
     class_probs: NDArray[np.float32],
     early_probs: NDArray[np.float32],
@@ -224,7 +259,7 @@ def gate_beat(
     svt_rule: SVTRule | None = None,
     monitor: AFMonitor | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32], bool, bool]:
-    """:func:`svt_gate` then :func:`af_gate` for the next beat of a stream.
+    """:func:`rhythm_gates` for the next beat of a stream.
 
     ``class_probs`` (C,), ``early_probs`` (H, C) and the beat's RR features
     ``rr`` (7,); ``monitor`` carries the stream's RR history for the AF
@@ -232,10 +267,10 @@ def gate_beat(
     gated probabilities, whether the beat is in an SVT run and whether it
     is in atrial fibrillation.
     """
-    probs, early, svt = class_probs[None], early_probs[None], False
-    if svt_rule is not None:
-        probs, early, flags = svt_gate(probs, early, rr[None], classes, svt_rule)
-        svt = bool(flags[0])
+    probs, early, flags, _, _ = rhythm_gates(
+        class_probs[None], early_probs[None], rr[None], classes, svt_rule=svt_rule
+    )
+    svt = flags is not None and bool(flags[0])
     if monitor is None:
         return probs[0], early[0], svt, False
     monitor.push_beat(float(rr[0]), ectopic=int(probs[0].argmax()) in _ectopic_indices(classes))
@@ -413,16 +448,15 @@ class BeatClassifier:
         """
         x, r, mask, resampled = self.prepare(beat_windows, rr_features, fs=fs)
         pred = self._to_prediction(predict_arrays(self.model, x, r, mask), resampled)
-        rr = r.numpy()
-        if self.svt_rule is not None:
-            probs, early, svt = svt_gate(pred.class_probs, pred.early_probs, rr, self.classes, self.svt_rule)
-            pred = replace(pred, class_probs=probs, early_probs=early, svt=svt)
-        if self.af_detector is not None:
-            probs, early, irregularity, af = af_gate(
-                pred.class_probs, pred.early_probs, rr[:, 0], self.classes, self.af_detector
-            )
-            pred = replace(pred, class_probs=probs, early_probs=early, af_irregularity=irregularity, af=af)
-        return pred
+        gated = rhythm_gates(
+            pred.class_probs,
+            pred.early_probs,
+            r.numpy(),
+            self.classes,
+            svt_rule=self.svt_rule,
+            af_detector=self.af_detector,
+        )
+        return replace(pred, **gated._asdict())
 
     def stream(self, *, n_leads: int | None = None, fs: float | None = None) -> BeatStream:
         """A per-stream classifier that takes beats one at a time."""

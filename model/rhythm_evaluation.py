@@ -22,6 +22,7 @@ import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from numpy.typing import NDArray
 from model.checkpoint import Checkpoint, load_checkpoint, out_of_fold
 from model.cnn_lstm import BeatSequenceModel
 from model.data import load_record_beats
-from model.inference import ECTOPIC_CLASSES, predict_arrays, svt_gate
+from model.inference import ECTOPIC_CLASSES, predict_arrays, rhythm_gates
 from sigproc.records import AAMI_CLASSES, load_annotations
 from sigproc.rhythm import AFDetector, af_irregularity, clean_intervals
 
@@ -93,7 +94,10 @@ def evaluate_af(
         If no checkpoint was left without a record, or ``leads`` is out of range.
     """
     assigned = out_of_fold(checkpoints, records, leads=leads)
-    det = detector or load_checkpoint(checkpoints[0]).af_detector or AFDetector()
+    if detector is None:  # the first checkpoint's, read again only if it classified no record
+        first = next((c for _, p, c, _ in assigned if p == Path(checkpoints[0])), None)
+        detector = (first or load_checkpoint(checkpoints[0])).af_detector
+    det = detector or AFDetector()
     beats: dict[str, dict[str, Any]] = {}
     for name, path, ckpt, model in assigned:
         if progress:
@@ -122,10 +126,14 @@ def _record_beats(
     mask = torch.arange(ckpt.model_config.n_leads) < leads
     with torch.no_grad():
         out = predict_arrays(model, torch.from_numpy(rec.windows), torch.from_numpy(rec.rr), mask)
-    probs = torch.softmax(out.class_logits, -1).numpy()
-    if ckpt.svt_rule is not None:  # the calls the AF gate sees in inference
-        probs, _, _ = svt_gate(probs, probs[:, None], rec.rr, tuple(ckpt.label_map), ckpt.svt_rule)
-    called = probs.argmax(-1)
+    gated = rhythm_gates(  # the calls the AF gate sees in inference: after the SVT rule
+        torch.softmax(out.class_logits, -1).numpy(),
+        torch.softmax(out.early_logits, -1).numpy(),
+        rec.rr,
+        tuple(ckpt.label_map),
+        svt_rule=ckpt.svt_rule,
+    )
+    called = gated.class_probs.argmax(-1)
     ectopic = np.isin(called, [ckpt.label_map.index(c) for c in ECTOPIC_CLASSES])
     rhythm = load_annotations(name, data_dir=data_dir).rhythms(rec.r_peaks)
     return {

@@ -58,7 +58,7 @@ from model.data import (
     load_records,
     random_split,
 )
-from model.inference import af_gate, predict_arrays, svt_gate
+from model.inference import predict_arrays, rhythm_gates
 from model.losses import LossConfig, class_weights_from_counts, total_loss
 from model.metrics import class_metrics, confusion_matrix, summary_metrics
 from model.registry import get_model
@@ -677,12 +677,11 @@ def predict_records(
         )
         probs = torch.softmax(out.class_logits, -1).cpu().numpy()
         early_probs = torch.softmax(out.early_logits, -1).cpu().numpy()
-        if svt_rule is not None:
-            probs, early_probs, _ = svt_gate(probs, early_probs, rec.rr, AAMI_CLASSES, svt_rule)
-        if af_detector is not None:
-            probs, early_probs, _, _ = af_gate(probs, early_probs, rec.rr[:, 0], AAMI_CLASSES, af_detector)
-        preds.append(probs.argmax(-1).astype(np.int64))
-        early.append(early_probs.argmax(-1).astype(np.int64))
+        gated = rhythm_gates(
+            probs, early_probs, rec.rr, AAMI_CLASSES, svt_rule=svt_rule, af_detector=af_detector
+        )
+        preds.append(gated.class_probs.argmax(-1).astype(np.int64))
+        early.append(gated.early_probs.argmax(-1).astype(np.int64))
         truths.append(rec.labels)
     model.train()
     return truths, preds, early
