@@ -1243,6 +1243,94 @@ def evaluate_model_cmd(
     click.echo(f"wrote {json_path}")
 
 
+@evaluate.command("paper")
+@_DATA_DIR
+@click.option(
+    "--candidates",
+    "candidates_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help='JSON {"name": {"setting": value, ...}, ...}: `train` settings each model chooses from.',
+)
+@click.option("--max-epochs", type=click.IntRange(min=1), default=50, show_default=True, help="Epoch cap.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/paper"))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Runs trained at once, one process and thread each (on the GPU when present). "
+    "Finished runs in --out-dir are reused.",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A `train` setting of every candidate (repeatable).",
+)
+def evaluate_paper_cmd(
+    data_dir: Path | None,
+    candidates_path: Path,
+    max_epochs: int,
+    out_dir: Path,
+    json_path: Path,
+    jobs: int,
+    settings: tuple[str, ...],
+) -> None:
+    """The paper's Tables 3 and 4, each model at the candidate its validation beats prefer.
+
+    Every candidate is trained for CNN+LSTM, CNN and LSTM on the random
+    80:10:10 split; each model keeps the one with the best validation score
+    (the test tenth is never looked at to choose); then Table 3 on the test
+    tenth and Table 4 by 5-fold cross-validation with paired t-tests.
+    """
+    from model.evaluation import paper_protocol
+    from model.training import TrainConfig
+
+    try:
+        raw = json.loads(candidates_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{candidates_path}: not JSON ({exc})", param_hint="--candidates") from None
+    if not isinstance(raw, dict) or not raw or not all(isinstance(v, dict) for v in raw.values()):
+        raise click.BadParameter(
+            f'{candidates_path}: expected {{"name": {{"setting": value}}, ...}}', param_hint="--candidates"
+        )
+    candidates: dict[str, dict[str, Any]] = {}
+    for name, values in raw.items():
+        pairs = [f"{k}={_setting_text(v)}" for k, v in values.items()]
+        try:
+            candidates[str(name)] = _train_overrides(tuple(pairs))
+        except click.BadParameter as exc:
+            message = f"candidate {name!r}: {exc.message}"
+            raise click.BadParameter(message, param_hint="--candidates") from None
+    try:
+        config = TrainConfig(data_dir=str(data_dir) if data_dir else "", **_train_overrides(settings))
+        result = paper_protocol(
+            config, candidates, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path, jobs=jobs
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--candidates / --set") from exc
+    click.echo(f"chosen on validation: {json.dumps(result['chosen'])}")
+    for key in ("random", "cv"):
+        rows = result[key]["table"].items()
+        table = {m: {k: round(row[k], 2) for k in ("accuracy", "macro_f1")} for m, row in rows}
+        click.echo(f"{key}: {json.dumps(table)}")
+    for base, tests in result["cv"].get("t_tests", {}).items():
+        click.echo(f"cnn_lstm - {base}: " + ", ".join(f"{k} p={t['p']:.3g}" for k, t in tests.items()))
+    click.echo(f"wrote {json_path}")
+
+
+def _setting_text(value: Any) -> str:
+    """A JSON value as `--set` text: lists comma-separated, booleans true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
 # keys, storage, purge ----------------------------------------------------------
 
 

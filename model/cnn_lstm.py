@@ -114,6 +114,13 @@ class ModelConfig:
         Channels of the two convolution blocks after the branches.
     pool : int
         Max-pooling factor after the branches.
+    pool_bins : int
+        Bins of the average pooling that ends the convolutions (eq. 14):
+        1, the paper's global average pooling, keeps what patterns the beat
+        holds and drops where they are; ``k`` averages ``k`` consecutive
+        stretches of the window (adaptive average pooling), so the features
+        also say whether a pattern comes before, at or after the R peak
+        (``k * conv_channels`` features).
     hidden : int
         LSTM (or per-beat MLP) width.
     dropout : float
@@ -191,6 +198,7 @@ class ModelConfig:
     branch_channels: int = 12
     conv_channels: int = 32
     pool: int = 3
+    pool_bins: int = 1
     hidden: int = 64
     dropout: float = 0.3
     seq_len: int = 16
@@ -216,6 +224,8 @@ class ModelConfig:
             raise ValueError("`rr_irregularity` needs `rr_skip`")
         if self.shape_skip and not self.rr_skip:
             raise ValueError("`shape_skip` needs `rr_skip`")
+        if self.pool_bins < 1:
+            raise ValueError(f"`pool_bins` must be >= 1, got {self.pool_bins}")
         if not 0.0 < self.r_position < 1.0:
             raise ValueError(f"`r_position` must be in (0, 1), got {self.r_position}")
         if not 0.0 <= self.morphology_dropout < 1.0:
@@ -543,7 +553,7 @@ class MultiScaleBeatEncoder(nn.Module):
         )
         self.rr_inputs = RRInputs(c)
         #: What the sequence model reads; :attr:`ModelConfig.n_payload` more columns follow.
-        self.out_features = c.conv_channels + self.rr_inputs.out_features
+        self.out_features = c.conv_channels * c.pool_bins + self.rr_inputs.out_features
         self._fused: tuple[list[nn.Conv1d], nn.Conv1d, nn.Conv1d] | None = None
 
     @property
@@ -562,7 +572,10 @@ class MultiScaleBeatEncoder(nn.Module):
         else:
             f = torch.cat([branch(z) for branch in self.branches], dim=1)  # (B*T, 3C, W)
             f = self.blocks(self.post_branch(f))  # (B*T, C2, W')
-        g = f.mean(dim=-1).reshape(b, t, -1)  # (B, T, C2), global average pooling
+        if self.config.pool_bins == 1:
+            g = f.mean(dim=-1).reshape(b, t, -1)  # (B, T, C2), global average pooling
+        else:  # (B, T, C2 * bins), channel-major
+            g = nn.functional.adaptive_avg_pool1d(f, self.config.pool_bins).reshape(b, t, -1)
         p = self.config.morphology_dropout
         if self.training and p > 0:  # whole beats lose their morphology, not single features
             g = g * (torch.rand(b, t, 1, device=g.device) >= p).to(g.dtype) / (1.0 - p)
@@ -626,6 +639,8 @@ def _fold(conv: nn.Conv1d, scale: Tensor, shift: Tensor) -> nn.Conv1d:
         conv.kernel_size[0],
         dilation=conv.dilation[0],
         padding=conv.padding[0],
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
     )
     with torch.no_grad():
         fused.weight.copy_(conv.weight * scale[:, None, None])

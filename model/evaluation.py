@@ -47,7 +47,7 @@ import math
 import multiprocessing
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,7 @@ __all__ = [
     "finished_run",
     "markov_transitions",
     "paired_t_tests",
+    "paper_protocol",
     "plot_confusion",
     "pooled_folds",
     "record_intervals",
@@ -511,22 +512,9 @@ def compare_models(
             )
             ckpt_path = out_dir / f"{name}_{protocol}_fold{fold}.pt"
             checkpoints[name].append(ckpt_path)
-            if not finished_run(ckpt_path, cfg):
-                todo.append((cfg, ckpt_path))
+            todo.append((cfg, ckpt_path))
     out_dir.mkdir(parents=True, exist_ok=True)
-    if jobs == 1 or not todo:
-        for cfg, path in todo:
-            train(cfg, out=path, progress=progress)
-    else:
-        with _process_pool(jobs) as pool:
-            running = [pool.submit(train, cfg, out=path, progress=False) for cfg, path in todo]
-            for done in tqdm(
-                concurrent.futures.as_completed(running),
-                total=len(running),
-                desc=f"{protocol} runs",
-                disable=not progress,
-            ):
-                done.result()
+    _train_runs(todo, jobs=jobs, progress=progress, desc=f"{protocol} runs")
     result = summarise_runs(
         checkpoints, protocol=protocol, data_dir=config.data_dir or None, progress=progress, jobs=jobs
     )
@@ -534,6 +522,132 @@ def compare_models(
     if json_path is not None:
         _write_json(result, json_path)
     return result
+
+
+def paper_protocol(
+    config: TrainConfig,
+    candidates: Mapping[str, Mapping[str, Any]],
+    *,
+    out_dir: Path,
+    max_epochs: int,
+    models: tuple[str, ...] | None = None,
+    json_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Tables 3 and 4 of the paper with each model's settings chosen on validation beats only.
+
+    1. Every candidate (``{name: {setting: value}}``, settings of
+       :class:`~model.training.TrainConfig` over ``config``) is trained for
+       every model on the random 80:10:10 split, with early stopping on the
+       validation tenth.
+    2. Each model takes the candidate with the best validation
+       :func:`~model.training.selection_score` (ties: the earlier
+       candidate). The baselines choose for themselves, as the CNN+LSTM
+       does, so that no model is compared at settings tuned for another.
+    3. Table 3: the chosen runs scored on the test tenth, which the choice
+       never saw (:func:`summarise_runs`).
+    4. Table 4: ``config.n_folds``-fold cross-validation with each model's
+       chosen settings, and the paired t-tests of CNN+LSTM against each
+       baseline.
+
+    Runs go to ``out_dir/select/{model}_{candidate}.pt`` and
+    ``out_dir/cv/{model}_{candidate}_fold{k}.pt``; finished ones are reused
+    (:func:`finished_run`), so an interrupted comparison resumes.
+    ``jobs`` runs train at once, each in its own process (one thread; on
+    the GPU when one is present and ``config.device`` is ``auto``).
+
+    Returns
+    -------
+    dict
+        ``protocol`` ("paper"), ``candidates``, ``selection`` (per model
+        and candidate: validation ``score``, ``accuracy``, ``best_epoch``,
+        ``epochs_run``), ``chosen`` (per model), ``random`` (Table 3) and
+        ``cv`` (Table 4, with ``t_tests``) as :func:`summarise_runs` gives
+        them, and ``max_epochs``.
+
+    Raises
+    ------
+    ValueError
+        With no candidates, a candidate name that is not a plain word, a
+        setting the comparison sets itself, or settings the network rejects.
+    """
+    if not candidates:
+        raise ValueError("`candidates` is empty: give at least one {name: settings}")
+    if jobs < 1:
+        raise ValueError(f"`jobs` must be >= 1, got {jobs}")
+    for cand, settings in candidates.items():
+        if not cand or not all(ch.isalnum() or ch in "-_" for ch in cand):
+            raise ValueError(f"candidate name {cand!r}: use letters, digits, '-' and '_'")
+        if fixed := sorted(set(settings) & {"model", "protocol", "fold", "epochs", "threads"}):
+            raise ValueError(f"candidate {cand!r} sets {fixed}, which the comparison sets itself")
+    names = models or tuple(list_models())
+    base = replace(config, threads=1) if jobs > 1 else config
+    epochs = min(config.epochs, max_epochs)
+
+    def run_config(name: str, cand: str, protocol: str, fold: int) -> TrainConfig:
+        cfg = replace(base, **candidates[cand], model=name, protocol=protocol, fold=fold, epochs=epochs)
+        cfg.model_config(PreprocessConfig(n_leads=cfg.n_leads))  # the network's own checks, before any run
+        return cfg
+
+    select = {(m, c): out_dir / "select" / f"{m}_{c}.pt" for m in names for c in candidates}
+    todo = [(run_config(m, c, "random", 0), path) for (m, c), path in select.items()]
+    for sub in ("select", "cv"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    _train_runs(todo, jobs=jobs, progress=progress, desc="selection")
+    selection: dict[str, dict[str, dict[str, float]]] = {m: {} for m in names}
+    for (m, c), path in select.items():
+        meta = load_checkpoint(path).metrics
+        selection[m][c] = {
+            "score": selection_score(meta["validation"]),
+            "accuracy": float(meta["validation"]["accuracy"]),
+            "best_epoch": int(meta["best_epoch"]),
+            "epochs_run": int(meta["epochs_run"]),
+        }
+    # ties go to the earlier candidate: max keeps the first of equal scores
+    chosen = {m: max(selection[m].items(), key=lambda item: item[1]["score"])[0] for m in names}
+    cv = {m: [out_dir / "cv" / f"{m}_{chosen[m]}_fold{k}.pt" for k in range(config.n_folds)] for m in names}
+    todo = [
+        (run_config(m, chosen[m], "cv", k), path) for m, paths in cv.items() for k, path in enumerate(paths)
+    ]
+    _train_runs(todo, jobs=jobs, progress=progress, desc="cv")
+    table3 = summarise_runs(
+        {m: [select[m, chosen[m]]] for m in names},
+        protocol="random",
+        data_dir=config.data_dir or None,
+        jobs=jobs,
+    )
+    table4 = summarise_runs(cv, protocol="cv", data_dir=config.data_dir or None, jobs=jobs)
+    result = {
+        "protocol": "paper",
+        "candidates": {c: dict(s) for c, s in candidates.items()},
+        "selection": selection,
+        "chosen": chosen,
+        "random": table3,
+        "cv": table4,
+        "max_epochs": max_epochs,
+    }
+    if json_path is not None:
+        _write_json(result, json_path)
+    return result
+
+
+def _train_runs(todo: Sequence[tuple[TrainConfig, Path]], *, jobs: int, progress: bool, desc: str) -> None:
+    """Train every ``(config, checkpoint path)`` not yet finished (:func:`finished_run`).
+
+    ``jobs > 1``: that many at once, in spawned processes.
+    """
+    todo = [(cfg, path) for cfg, path in todo if not finished_run(path, cfg)]
+    if jobs == 1 or not todo:
+        for cfg, path in todo:
+            train(cfg, out=path, progress=progress)
+        return
+    with _process_pool(jobs) as pool:
+        running = [pool.submit(train, cfg, out=path, progress=False) for cfg, path in todo]
+        for done in tqdm(
+            concurrent.futures.as_completed(running), total=len(running), desc=desc, disable=not progress
+        ):
+            done.result()
 
 
 #: Settings that change how a run executes, not what it learns.

@@ -114,6 +114,9 @@ class TrainConfig:
         Beats per training sequence and inference context.
     hidden, branch_channels, conv_channels : int
         Network widths.
+    pool_bins : int
+        Bins of the convolutions' final average pooling (1: the paper's
+        global average; :attr:`model.cnn_lstm.ModelConfig.pool_bins`).
     use_post_rr : bool
         Let the network read the next RR interval (one beat of delay).
     horizons : tuple of int
@@ -212,6 +215,7 @@ class TrainConfig:
     hidden: int = 64
     branch_channels: int = 12
     conv_channels: int = 32
+    pool_bins: int = 1
     use_post_rr: bool = True
     horizons: tuple[int, ...] = (1, 2, 3)
     n_leads: int = 2
@@ -263,6 +267,7 @@ class TrainConfig:
             use_post_rr=self.use_post_rr,
             branch_channels=self.branch_channels,
             conv_channels=self.conv_channels,
+            pool_bins=self.pool_bins,
             hidden=self.hidden,
             dropout=self.dropout,
             seq_len=self.seq_len,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -282,6 +283,47 @@ class TestTrainOverrides:
         assert result.exit_code == 2
         assert message in result.output.replace("\n", " ")
         assert not (tmp_path / "t.json").exists()
+
+    def test_paper_cli(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """`evaluate paper` types each candidate's JSON values as `--set` does and passes them on."""
+        import model.evaluation
+
+        seen: dict[str, Any] = {}
+
+        def fake_paper(config: object, candidates: dict[str, Any], **kw: object) -> dict[str, Any]:
+            seen["config"], seen["candidates"] = config, candidates
+            table = {"table": {"cnn_lstm": {"accuracy": 99.0, "macro_f1": 90.0}}}
+            return {"chosen": {"cnn_lstm": "wide"}, "random": table, "cv": table}
+
+        monkeypatch.setattr(model.evaluation, "paper_protocol", fake_paper)
+        path = tmp_path / "c.json"
+        path.write_text(json.dumps({"wide": {"conv-channels": 64, "lead_dropout": 0, "horizons": [1, 2]}}))
+        args = ["evaluate", "paper", "--candidates", str(path), "--json", str(tmp_path / "p.json")]
+        result = CliRunner().invoke(cli, [*args, "--set", "lr=0.01"])
+        assert result.exit_code == 0, result.output
+        assert seen["candidates"] == {"wide": {"conv_channels": 64, "lead_dropout": 0.0, "horizons": (1, 2)}}
+        assert seen["config"].lr == 0.01
+        assert 'chosen on validation: {"cnn_lstm": "wide"}' in result.output
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("{", "not JSON"),
+            ("[1]", 'expected {"name": {"setting": value}, ...}'),
+            ('{"a": {"colour": 1}}', "candidate 'a': unknown training setting 'colour'"),
+            ('{"a": {"fold": 1}}', "'fold' is set by the comparison itself"),
+            ('{"a": {"pool_bins": 0}}', "`pool_bins` must be >= 1, got 0"),
+        ],
+    )
+    def test_paper_exceptions(self, text: str, message: str, tmp_path: Path) -> None:
+        path = tmp_path / "c.json"
+        path.write_text(text)
+        out = tmp_path / "runs"
+        args = ["evaluate", "paper", "--candidates", str(path), "--json", str(tmp_path / "p.json")]
+        result = CliRunner().invoke(cli, [*args, "--out-dir", str(out)])
+        assert result.exit_code == 2
+        assert message in result.output.replace("\n", " ")
+        assert not list(tmp_path.rglob("*.pt"))
 
     def test_inter_patient_refuses_settings(self, tmp_path: Path) -> None:
         result = CliRunner().invoke(

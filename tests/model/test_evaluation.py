@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.checkpoint import Checkpoint, save_checkpoint
+from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
 from model.data import PreprocessConfig, RecordBeats, load_records, random_split
 from model.evaluation import (
@@ -23,6 +23,7 @@ from model.evaluation import (
     finished_run,
     markov_transitions,
     paired_t_tests,
+    paper_protocol,
     plot_confusion,
     pooled_folds,
     record_intervals,
@@ -355,6 +356,51 @@ class TestCompareModels:
             compare_models(TrainConfig(), protocol="cv", out_dir=tmp_path, max_epochs=1, jobs=0)
         with pytest.raises(ValueError, match="`protocol` must be 'random' or 'cv'"):
             compare_models(TrainConfig(), protocol="x", out_dir=tmp_path, max_epochs=1)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+class TestPaperProtocol:
+    def test_basic(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
+        """Each model keeps its best candidate on validation; Table 3 scores it, Table 4 cross-validates."""
+        cfg = replace(tiny_train, n_folds=2, epochs=1, max_batches=2)
+        candidates = {"low": {"dropout": 0.2}, "high": {"dropout": 0.5, "lr": 1e-2}}
+        kw = {"out_dir": tmp_path, "max_epochs": 1, "models": ("cnn_lstm", "lstm"), "progress": False}
+        res = paper_protocol(cfg, candidates, jobs=2, json_path=tmp_path / "paper.json", **kw)
+        assert json.loads((tmp_path / "paper.json").read_text())["chosen"] == res["chosen"]
+        for m in ("cnn_lstm", "lstm"):
+            scores = {c: row["score"] for c, row in res["selection"][m].items()}
+            assert set(scores) == {"low", "high"}
+            assert scores[res["chosen"][m]] == max(scores.values())
+            # the chosen run is Table 3's; its validation score is the one stored by training
+            run = load_checkpoint(tmp_path / "select" / f"{m}_{res['chosen'][m]}.pt")
+            assert run.train_config["protocol"] == "random"
+            assert run.train_config["dropout"] == candidates[res["chosen"][m]]["dropout"]
+            for k in range(2):
+                fold = load_checkpoint(tmp_path / "cv" / f"{m}_{res['chosen'][m]}_fold{k}.pt")
+                assert (fold.train_config["protocol"], fold.train_config["fold"]) == ("cv", k)
+                assert fold.train_config["dropout"] == run.train_config["dropout"]
+        assert set(res["random"]["table"]) == set(res["cv"]["table"]) == {"cnn_lstm", "lstm"}
+        assert set(res["cv"]["t_tests"]) == {"lstm"}
+        assert len(list((tmp_path / "cv").glob("*.pt"))) == 4
+        # finished runs are reused: the same result without training
+        stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")}
+        again = paper_protocol(cfg, candidates, jobs=1, **kw)
+        assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.pt")} == stamps
+        assert again["selection"] == res["selection"]
+        assert again["cv"]["table"] == res["cv"]["table"]
+
+    def test_exceptions(self, tmp_path: Path) -> None:
+        kw = {"out_dir": tmp_path, "max_epochs": 1}
+        with pytest.raises(ValueError, match="`candidates` is empty"):
+            paper_protocol(TrainConfig(), {}, **kw)
+        with pytest.raises(ValueError, match="candidate 'a' sets \\['epochs'\\]"):
+            paper_protocol(TrainConfig(), {"a": {"epochs": 3}}, **kw)
+        with pytest.raises(ValueError, match="candidate name 'a/b'"):
+            paper_protocol(TrainConfig(), {"a/b": {}}, **kw)
+        with pytest.raises(ValueError, match="`pool_bins` must be >= 1"):
+            paper_protocol(TrainConfig(), {"a": {"pool_bins": 0}}, **kw)
+        assert not list(tmp_path.rglob("*.pt"))  # nothing trained before the checks
 
 
 class TestDetectionErrors:

@@ -381,6 +381,41 @@ class TestMorphologyDropout:
             replace(tiny_config, morphology_dropout=1.0)
 
 
+class TestPoolBins:
+    def test_basic(self, tiny_config: ModelConfig) -> None:
+        """``pool_bins=k`` averages k stretches of each channel; their mean is the global average."""
+        torch.manual_seed(0)
+        x, rr = torch.randn(2, 3, 2, tiny_config.n_window), torch.rand(2, 3, 7) + 0.5
+        c2 = tiny_config.conv_channels
+        one = MultiScaleBeatEncoder(tiny_config).eval()
+        binned = MultiScaleBeatEncoder(replace(tiny_config, pool_bins=2)).eval()
+        binned.load_state_dict(one.state_dict())  # same parameters: pooling has none
+        assert binned.out_features == one.out_features + c2
+        g1, g2 = one(x, rr)[..., :c2], binned(x, rr)[..., : 2 * c2]
+        # the convolutions leave an even length here, so the two bins are equal halves
+        assert torch.allclose(g2.reshape(2, 3, c2, 2).mean(-1), g1, atol=1e-6)
+        assert not torch.allclose(g2[..., 0::2], g2[..., 1::2])  # where a pattern sits now counts
+        assert torch.equal(binned(x, rr)[..., 2 * c2 :], rr)
+
+    @pytest.mark.parametrize("name", list_models())
+    def test_models(self, name: str, tiny_config: ModelConfig) -> None:
+        """Every model runs with binned pooling, in training and fused for inference."""
+        net = get_model(name, replace(tiny_config, pool_bins=3))
+        x, rr = torch.randn(2, 4, 2, tiny_config.n_window), torch.rand(2, 4, 7) + 0.5
+        out = net(x, rr)
+        out.class_logits.sum().backward()
+        assert out.class_logits.shape == (2, 4, tiny_config.n_classes)
+        net.eval()
+        plain = net(x, rr).class_logits
+        if isinstance(net.encoder, MultiScaleBeatEncoder):
+            net.encoder.fuse()
+        assert torch.allclose(net(x, rr).class_logits, plain, atol=1e-5)
+
+    def test_exceptions(self, tiny_config: ModelConfig) -> None:
+        with pytest.raises(ValueError, match="`pool_bins` must be >= 1, got 0"):
+            replace(tiny_config, pool_bins=0)
+
+
 class TestDilation:
     @pytest.mark.parametrize("fs", [180.0, 250.0, 360.0, 500.0])
     def test_receptive_fields_in_seconds(self, fs: float) -> None:
@@ -439,3 +474,14 @@ class TestFuse:
         assert torch.allclose(net(x, rr).class_logits, plain, atol=1e-5)
         net.train()
         assert net.encoder._fused is None
+
+    def test_follows_parameters(self, tiny_config: ModelConfig) -> None:
+        """The folded copies take the parameters' dtype and device (a network moved to a GPU, say)."""
+        net = get_model("cnn_lstm", tiny_config).double().eval()
+        x, rr = torch.randn(2, 3, 2, tiny_config.n_window, dtype=torch.float64), torch.rand(2, 3, 7).double()
+        plain = net(x, rr).class_logits
+        assert isinstance(net.encoder, MultiScaleBeatEncoder)
+        net.encoder.fuse()
+        assert net.encoder._fused is not None
+        assert net.encoder._fused[1].weight.dtype == torch.float64
+        assert torch.allclose(net(x, rr).class_logits, plain)
