@@ -1122,6 +1122,8 @@ class _Session:
             f"updated every {config.hr_update_s:g} s"
         )
         self.last_good_peak: int | None = None
+        #: Peaks handed to the network and not yet back, in order.
+        self.in_flight: deque[int] = deque()
         self.restart(block.first_seq)
 
     # Stream ----------------------------------------------------------------------
@@ -1221,6 +1223,7 @@ class _Session:
             if h.rr is None or not (final or h.peak - self.pre + self.width <= self.filtered.end):
                 break
             self.held.popleft()
+            self.in_flight.append(h.peak)
             out.append(_Ready(self, h.peak, self._window(h.peak), h.rr, h.arrival, now))
         return out
 
@@ -1277,8 +1280,20 @@ class _Session:
                 self.technical = kind
 
     def _progress(self, now: float) -> None:
-        """Tell the engine how far the detector has surely looked (its reporting bound)."""
+        """Tell the engine how far the detector has surely looked (its reporting bound).
+
+        The engine hears of a beat only once the network has classified it,
+        so the bound stops at the first beat found but not yet classified
+        (held for its next RR interval, or waiting in the batch): otherwise
+        a burst of samples (a device sending its backlog after a
+        reconnection) would run the bound seconds past beats still in the
+        queue and raise a false asystole.
+        """
         analysed = self.next_seq - round(self.detector.max_delay_s * self.fs)
+        if self.held:
+            analysed = min(analysed, self.held[0].peak)
+        if self.in_flight:
+            analysed = min(analysed, self.in_flight[0])
         if analysed > self.origin:
             self.note_alarms(self.engine.on_progress(self.t_of(analysed)), now)
 
@@ -1299,6 +1314,8 @@ class _Session:
 
     def classified(self, item: _Ready, out: _Output, now: float) -> None:
         """A beat came back from the network: heart rate, alarm rules, queued for storage."""
+        while self.in_flight and self.in_flight[0] <= item.peak:
+            self.in_flight.popleft()
         label = self.classifier.classes[int(np.argmax(out.class_probs))]
         ok = self.quality_ok and self.technical is None
         if ok and self.last_good_peak is not None:
@@ -1317,6 +1334,7 @@ class _Session:
         self.pending_beats.append((item, out))
         self.pending_since = min(self.pending_since, now)
         self.note_alarms(self.engine.on_beat(event), now)
+        self._progress(now)  # the bound may move on to the next beat not yet classified
 
     def note_alarms(self, changes: Iterable[AlarmChange], now: float) -> None:
         """Queue alarm changes for storage and publishing."""

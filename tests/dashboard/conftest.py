@@ -74,6 +74,23 @@ def _browser_available(request: pytest.FixtureRequest) -> None:
         pytest.skip(f"browser tests need {missing}")
 
 
+#: Seconds a browser test waits for an element or text (dash_duo's own default is 10,
+#: tight when the suite shares two cores with other work; a pass is as fast either way).
+BROWSER_WAIT_S = 30
+
+
+@pytest.fixture(autouse=True)
+def _patient_waits(request: pytest.FixtureRequest, _browser_available: None) -> None:
+    """Give ``dash_duo``'s waits :data:`BROWSER_WAIT_S` instead of 10 s."""
+    if "dash_duo" not in request.fixturenames:
+        return
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    duo = request.getfixturevalue("dash_duo")
+    duo._wait_timeout = BROWSER_WAIT_S
+    duo._wd_wait = WebDriverWait(duo.driver, BROWSER_WAIT_S)
+
+
 @dataclass(frozen=True)
 class Seeded:
     """Ids of what :func:`seeded_db` created."""

@@ -155,7 +155,7 @@ class TestCaregiverView:
     ) -> None:
         start_logged_in("care")
         card = f"#my-patient-{seeded.ada}"
-        dash_duo.wait_for_element(f"{card} .js-plotly-plot", timeout=10)
+        dash_duo.wait_for_element(f"{card} .js-plotly-plot")
         assert dash_duo.driver.current_url.endswith("/my-patients")
         assert "Ada Lovelace" in dash_duo.find_element(card).text
         assert dash_duo.find_elements(f"#my-patient-{seeded.bob}") == []
@@ -209,7 +209,7 @@ class TestAlarms:
         dash_duo.driver.get(dash_duo.server.url + f"/patient/{seeded.bob}")
         dash_duo.wait_for_text_to_equal(f"#alarm-row-{seeded.bob_alarm} .cm-state", "acknowledged")
         dash_duo.driver.get(dash_duo.server.url + "/alarms")
-        dash_duo.wait_for_element(f"#alarm-row-{seeded.ada_alarm} button", timeout=10)
+        dash_duo.wait_for_element(f"#alarm-row-{seeded.ada_alarm} button")
         dash_duo.find_element(f"#alarm-row-{seeded.ada_alarm} button.btn-outline").click()
         dash_duo.wait_for_element("#alarm-strip .js-plotly-plot")
         dash_duo.wait_for_contains_text("#alarm-history", "raised: pvc")
@@ -230,7 +230,7 @@ class TestHistoryAndAdmin:
         dash_duo.wait_for_element("#history-patient")
         dash_duo.select_dcc_dropdown("#history-patient", value="Ada Lovelace")
         dash_duo.find_element("#history-show").click()
-        dash_duo.wait_for_contains_text("#history-overview", f"pvc #{seeded.ada_alarm}", timeout=10)
+        dash_duo.wait_for_contains_text("#history-overview", f"pvc #{seeded.ada_alarm}")
         dash_duo.find_element("#export-alarms").click()
         assert wait_until(lambda: any(a == "export.alarms_csv" for _, a, _ in _audit_actions(db)))
         screenshot(dash_duo, "history")

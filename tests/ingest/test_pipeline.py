@@ -343,6 +343,19 @@ class TestAlarms:
         assert asystole.id == next(a["alarm_id"] for a in raised if a["kind"] == "asystole")
         assert len(rows) == len(raised)
 
+    def test_no_false_asystole_while_beats_wait(self, data_dir: Path, classifier: BeatClassifier) -> None:
+        """Beats found but not yet classified are no pause: a backlog sent at once raises no asystole.
+
+        A device that reconnects sends its buffered samples in a burst; the
+        detector runs far ahead of the batches. The wall clock is frozen
+        here, so no batch falls due before the stream ends.
+        """
+        signal = load_replay_signal("100", data_dir=data_dir, seconds=30)
+        proc = AnalysisProcessor(None, classifier, wall_clock=lambda: 0.0)
+        events = feed(proc, signal)
+        assert len([e for e in events if e.kind == "beat"]) > 30
+        assert "asystole" not in alarm_kinds(events)
+
     def test_quality_gate_suppresses_arrhythmia_alarms(
         self, sqlite_db: Database, data_dir: Path, classifier: BeatClassifier
     ) -> None:
