@@ -255,6 +255,12 @@ def ensemble(runs: tuple[Path, ...], out: Path) -> None:
     "Default: as CHECKPOINT has it.",
 )
 @click.option(
+    "--prematurity/--no-prematurity",
+    default=None,
+    help="Call no beat S that is neither premature nor in a fast run (sigproc.rhythm.PrematurityGate), "
+    "or drop that gate. Default: as CHECKPOINT has it.",
+)
+@click.option(
     "--lags", type=click.IntRange(min=1), default=None, help="Earlier intervals an interval may repeat."
 )
 @click.option("--window", type=click.IntRange(min=1), default=None, help="Clean intervals in the median.")
@@ -266,6 +272,7 @@ def gate(
     out: Path,
     off: bool,
     svt: bool | None,
+    prematurity: bool | None,
     lags: int | None,
     window: int | None,
     threshold: float | None,
@@ -279,11 +286,13 @@ def gate(
     from dataclasses import replace
 
     from model.checkpoint import load_checkpoint, save_checkpoint
-    from sigproc.rhythm import AFDetector, SVTRule
+    from sigproc.rhythm import AFDetector, PrematurityGate, SVTRule
 
     ckpt = load_checkpoint(checkpoint)
     if svt is not None:
         ckpt = replace(ckpt, svt_rule=SVTRule() if svt else None)
+    if prematurity is not None:
+        ckpt = replace(ckpt, prematurity_gate=PrematurityGate() if prematurity else None)
     if off:
         ckpt = replace(ckpt, af_detector=None)
     else:
@@ -295,7 +304,8 @@ def gate(
     save_checkpoint(ckpt, out)
     click.echo(
         f"wrote {out}: AF gate {'off' if ckpt.af_detector is None else ckpt.af_detector}, "
-        f"SVT rule {'off' if ckpt.svt_rule is None else ckpt.svt_rule}"
+        f"SVT rule {'off' if ckpt.svt_rule is None else ckpt.svt_rule}, "
+        f"prematurity gate {'off' if ckpt.prematurity_gate is None else ckpt.prematurity_gate}"
     )
 
 

@@ -1550,15 +1550,17 @@ def _classify(classifier: BeatClassifier, ready: list[_Ready]) -> list[_Output]:
     results = []
     for item in ready:  # in stream order within each session: the AF gate's history
         beat_probs, beat_abnormal, beat_early = heads[id(item)]
-        beat_probs, beat_early, _, af = gate_beat(
+        gated = gate_beat(
             beat_probs,
             beat_early,
             item.rr,
             classifier.classes,
             svt_rule=classifier.svt_rule,
             monitor=item.session.af,
+            prematurity=classifier.prematurity_gate,
         )
-        results.append(_Output(beat_probs, beat_abnormal, float((1.0 - beat_early[:, n]).max()), af))
+        early_alarm = float((1.0 - gated.early_probs[:, n]).max())
+        results.append(_Output(gated.class_probs, beat_abnormal, early_alarm, gated.af))
     return results
 
 

@@ -21,7 +21,7 @@ from model.ensemble import SeedEnsemble
 from model.registry import get_model
 from sigproc.beats import RR_FEATURE_NAMES
 from sigproc.records import AAMI_CLASSES
-from sigproc.rhythm import AFDetector, SVTRule
+from sigproc.rhythm import AFDetector, PrematurityGate, SVTRule
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -71,6 +71,10 @@ class Checkpoint:
     svt_rule : SVTRule or None
         When set, inference calls S the beats of fast supraventricular runs
         (:func:`model.inference.svt_gate`), before the AF gate.
+    prematurity_gate : PrematurityGate or None
+        When set, inference calls no beat S that is neither premature nor in
+        a fast run (:func:`model.inference.prematurity_gate`), after the SVT
+        rule and before the AF gate.
     """
 
     model_name: str
@@ -84,6 +88,7 @@ class Checkpoint:
     members: int = 1
     af_detector: AFDetector | None = None
     svt_rule: SVTRule | None = None
+    prematurity_gate: PrematurityGate | None = None
 
     def build(self) -> BeatSequenceModel:
         """The network with these weights, in eval mode on the CPU."""
@@ -115,7 +120,16 @@ def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
     for path, run in zip(paths, runs, strict=True):
         if run.members != 1:
             raise ValueError(f"{path} is already an ensemble of {run.members}")
-        shared = ("model_name", "model_config", "preprocess", "split", "label_map", "af_detector", "svt_rule")
+        shared = (
+            "model_name",
+            "model_config",
+            "preprocess",
+            "split",
+            "label_map",
+            "af_detector",
+            "svt_rule",
+            "prematurity_gate",
+        )
         for name in shared:
             if getattr(run, name) != getattr(first, name):
                 raise ValueError(f"{path} differs from {paths[0]} in {name}; ensemble runs of one setting")
@@ -132,6 +146,7 @@ def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
         members=len(runs),
         af_detector=first.af_detector,
         svt_rule=first.svt_rule,
+        prematurity_gate=first.prematurity_gate,
     )
 
 
@@ -155,6 +170,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
         "members": ckpt.members,
         "af_detector": None if ckpt.af_detector is None else asdict(ckpt.af_detector),
         "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
+        "prematurity_gate": None if ckpt.prematurity_gate is None else asdict(ckpt.prematurity_gate),
     }
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -198,6 +214,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         members=int(raw.get("members", 1)),
         af_detector=None if raw.get("af_detector") is None else AFDetector(**raw["af_detector"]),
         svt_rule=None if raw.get("svt_rule") is None else SVTRule(**raw["svt_rule"]),
+        prematurity_gate=(
+            None if raw.get("prematurity_gate") is None else PrematurityGate(**raw["prematurity_gate"])
+        ),
     )
 
 

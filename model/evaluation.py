@@ -336,7 +336,12 @@ def evaluate_model(
         if progress:
             print(f"evaluating {path.name} on {protocol} with {n} lead(s)...", flush=True)
         truths, preds, early = predict_records(
-            model, test, n_leads=n, af_detector=detector, svt_rule=ckpt.svt_rule
+            model,
+            test,
+            n_leads=n,
+            af_detector=detector,
+            svt_rule=ckpt.svt_rule,
+            prematurity=ckpt.prematurity_gate,
         )
         if masks is not None:
             truths = [t[m] for t, m in zip(truths, masks, strict=True)]
@@ -391,6 +396,7 @@ def evaluate_model(
             "peaks": peaks,
             "af_gate": None if detector is None else asdict(detector),
             "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
+            "prematurity_gate": _asdict_or_none(ckpt.prematurity_gate),
             "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks),
         }
     )
@@ -440,7 +446,14 @@ def evaluate_out_of_fold(
         if progress:
             print(f"record {name}: {path.name}", flush=True)
         rec = load_records([name], ckpt.preprocess, data_dir=data_dir)[0]
-        t, p, _ = predict_records(model, [rec], n_leads=leads, af_detector=detector, svt_rule=ckpt.svt_rule)
+        t, p, _ = predict_records(
+            model,
+            [rec],
+            n_leads=leads,
+            af_detector=detector,
+            svt_rule=ckpt.svt_rule,
+            prematurity=ckpt.prematurity_gate,
+        )
         recs.append(rec)
         truths.append(t[0])
         preds.append(p[0])
@@ -448,6 +461,7 @@ def evaluate_out_of_fold(
             "checkpoint": path.name,
             "af_gate": None if detector is None else asdict(detector),
             "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
+            "prematurity_gate": _asdict_or_none(ckpt.prematurity_gate),
         }
     res = result_from_confusion(
         "inter-patient",
@@ -1007,6 +1021,11 @@ def _notes(protocol: str, model_fs: float, device_fs: float | None, peaks: str =
     if protocol != "inter-patient":
         notes.append("Pooled split: beats of one patient are in training and test (the paper's protocol).")
     return notes
+
+
+def _asdict_or_none(rule: Any) -> dict[str, Any] | None:
+    """A rhythm rule's parameters for a result, or None when it is off."""
+    return None if rule is None else asdict(rule)
 
 
 def _process_pool(jobs: int) -> concurrent.futures.ProcessPoolExecutor:

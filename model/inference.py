@@ -43,12 +43,13 @@ from model.cnn_lstm import BeatSequenceModel, ModelOutput
 from model.data import PreprocessConfig, normalise_windows, resample_windows
 from sigproc._checks import check_fs
 from sigproc.beats import RR_FEATURE_NAMES, BeatWindows
-from sigproc.rhythm import AFDetector, AFMonitor, SVTRule, af_irregularity, clean_intervals
+from sigproc.rhythm import AFDetector, AFMonitor, PrematurityGate, SVTRule, af_irregularity, clean_intervals
 
 __all__ = [
     "ECTOPIC_CLASSES",
     "SHIPPED_WEIGHTS",
     "BeatClassifier",
+    "BeatGates",
     "BeatPrediction",
     "BeatStream",
     "GatedProbs",
@@ -56,6 +57,7 @@ __all__ = [
     "context_states",
     "gate_beat",
     "predict_arrays",
+    "prematurity_gate",
     "rhythm_gates",
     "svt_gate",
 ]
@@ -92,6 +94,10 @@ class BeatPrediction:
     svt : ndarray of bool, shape (N,), or None
         With an SVT rule (:attr:`BeatClassifier.svt_rule`): beats in a fast
         run, whose N probability was moved to S (:func:`svt_gate`).
+    not_premature : ndarray of bool, shape (N,), or None
+        With a prematurity gate (:attr:`BeatClassifier.prematurity_gate`):
+        beats neither premature nor in a fast run, whose S probability was
+        moved to N (:func:`prematurity_gate`).
     """
 
     class_probs: NDArray[np.float32]
@@ -103,6 +109,7 @@ class BeatPrediction:
     af_irregularity: NDArray[np.float64] | None = None
     af: NDArray[np.bool_] | None = None
     svt: NDArray[np.bool_] | None = None
+    not_premature: NDArray[np.bool_] | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -217,6 +224,27 @@ def svt_gate(
     return (*_fold(class_probs, early_probs, svt, "N", "S", classes), svt)
 
 
+def prematurity_gate(
+    class_probs: NDArray[np.float32],
+    early_probs: NDArray[np.float32],
+    rr: NDArray[np.floating],
+    classes: tuple[str, ...],
+    gate: PrematurityGate,
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.bool_]]:
+    """Move the S probability to N on beats neither premature nor in a fast run.
+
+    AAMI's S class holds premature beats (:class:`sigproc.rhythm.PrematurityGate`).
+    A network that weighs the beat against the long-run rhythm as well
+    calls S the beats of any rhythm faster than that mean, such as normal
+    conduction after a stretch of 2:1 AV block; on the beats the gate does
+    not allow (``rr`` (N, 7), the RR features) the S probability is added
+    to N, now and in the early-alarm forecasts. Returns the gated
+    probabilities (new arrays) and the beats it acted on.
+    """
+    blocked = ~gate.allows(rr[:, 0], rr[:, 2])
+    return (*_fold(class_probs, early_probs, blocked, "S", "N", classes), blocked)
+
+
 class GatedProbs(NamedTuple):
     """Probabilities after :func:`rhythm_gates`, and what each gate found (``None``: not run)."""
 
@@ -225,6 +253,7 @@ class GatedProbs(NamedTuple):
     svt: NDArray[np.bool_] | None
     af_irregularity: NDArray[np.float64] | None
     af: NDArray[np.bool_] | None
+    not_premature: NDArray[np.bool_] | None
 
 
 def rhythm_gates(
@@ -235,19 +264,27 @@ def rhythm_gates(
     *,
     svt_rule: SVTRule | None = None,
     af_detector: AFDetector | None = None,
+    prematurity: PrematurityGate | None = None,
 ) -> GatedProbs:
-    """:func:`svt_gate` then :func:`af_gate` over consecutive beats of one stream, ``rr`` (N, 7).
+    """:func:`svt_gate`, :func:`prematurity_gate`, then :func:`af_gate` over one stream's beats.
 
-    Either step is skipped when its rule is ``None``.
+    ``rr`` (N, 7) are the beats' RR features, consecutive beats of one
+    stream. Each step is skipped when its rule is ``None``. The AF gate
+    comes last: its history counts the ectopic beats as they are finally
+    called.
     """
-    svt = irregularity = af = None
+    svt = irregularity = af = blocked = None
     if svt_rule is not None:
         class_probs, early_probs, svt = svt_gate(class_probs, early_probs, rr, classes, svt_rule)
+    if prematurity is not None:
+        class_probs, early_probs, blocked = prematurity_gate(
+            class_probs, early_probs, rr, classes, prematurity
+        )
     if af_detector is not None:
         class_probs, early_probs, irregularity, af = af_gate(
             class_probs, early_probs, rr[:, 0], classes, af_detector
         )
-    return GatedProbs(class_probs, early_probs, svt, irregularity, af)
+    return GatedProbs(class_probs, early_probs, svt, irregularity, af, blocked)
 
 
 def gate_beat(
@@ -258,24 +295,35 @@ def gate_beat(
     *,
     svt_rule: SVTRule | None = None,
     monitor: AFMonitor | None = None,
-) -> tuple[NDArray[np.float32], NDArray[np.float32], bool, bool]:
+    prematurity: PrematurityGate | None = None,
+) -> BeatGates:
     """:func:`rhythm_gates` for the next beat of a stream.
 
     ``class_probs`` (C,), ``early_probs`` (H, C) and the beat's RR features
     ``rr`` (7,); ``monitor`` carries the stream's RR history for the AF
-    gate. Either step is skipped when its rule is ``None``. Returns the
-    gated probabilities, whether the beat is in an SVT run and whether it
-    is in atrial fibrillation.
+    gate. Each step is skipped when its rule is ``None``.
     """
-    probs, early, flags, _, _ = rhythm_gates(
-        class_probs[None], early_probs[None], rr[None], classes, svt_rule=svt_rule
+    gated = rhythm_gates(
+        class_probs[None], early_probs[None], rr[None], classes, svt_rule=svt_rule, prematurity=prematurity
     )
-    svt = flags is not None and bool(flags[0])
+    probs, early = gated.class_probs, gated.early_probs
+    svt = gated.svt is not None and bool(gated.svt[0])
+    blocked = gated.not_premature is not None and bool(gated.not_premature[0])
     if monitor is None:
-        return probs[0], early[0], svt, False
+        return BeatGates(probs[0], early[0], svt, False, blocked)
     monitor.push_beat(float(rr[0]), ectopic=int(probs[0].argmax()) in _ectopic_indices(classes))
     probs, early = _fold(probs, early, np.array([monitor.af]), "S", "N", classes)
-    return probs[0], early[0], svt, monitor.af
+    return BeatGates(probs[0], early[0], svt, monitor.af, blocked)
+
+
+class BeatGates(NamedTuple):
+    """One beat after :func:`gate_beat`: its probabilities and what each gate found."""
+
+    class_probs: NDArray[np.float32]
+    early_probs: NDArray[np.float32]
+    svt: bool
+    af: bool
+    not_premature: bool
 
 
 def _ectopic_indices(classes: tuple[str, ...]) -> list[int]:
@@ -318,6 +366,9 @@ class BeatClassifier:
     svt_rule : SVTRule, None or "checkpoint"
         The same for the SVT rule (:func:`svt_gate`), applied before the AF
         gate.
+    prematurity_gate : PrematurityGate, None or "checkpoint"
+        The same for the prematurity gate (:func:`prematurity_gate`),
+        applied after the SVT rule and before the AF gate.
     """
 
     def __init__(
@@ -327,6 +378,7 @@ class BeatClassifier:
         num_threads: int | None = None,
         af_detector: AFDetector | Literal["checkpoint"] | None = "checkpoint",
         svt_rule: SVTRule | Literal["checkpoint"] | None = "checkpoint",
+        prematurity_gate: PrematurityGate | Literal["checkpoint"] | None = "checkpoint",
     ) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
@@ -340,6 +392,9 @@ class BeatClassifier:
         self.horizons = tuple(checkpoint.model_config.horizons)
         self.af_detector = checkpoint.af_detector if af_detector == "checkpoint" else af_detector
         self.svt_rule = checkpoint.svt_rule if svt_rule == "checkpoint" else svt_rule
+        self.prematurity_gate = (
+            checkpoint.prematurity_gate if prematurity_gate == "checkpoint" else prematurity_gate
+        )
 
     @classmethod
     def load(
@@ -349,6 +404,7 @@ class BeatClassifier:
         num_threads: int | None = None,
         af_detector: AFDetector | Literal["checkpoint"] | None = "checkpoint",
         svt_rule: SVTRule | Literal["checkpoint"] | None = "checkpoint",
+        prematurity_gate: PrematurityGate | Literal["checkpoint"] | None = "checkpoint",
     ) -> BeatClassifier:
         """Load a checkpoint; ``None`` loads the shipped inter-patient weights.
 
@@ -363,6 +419,7 @@ class BeatClassifier:
             num_threads=num_threads,
             af_detector=af_detector,
             svt_rule=svt_rule,
+            prematurity_gate=prematurity_gate,
         )
 
     @property
@@ -455,6 +512,7 @@ class BeatClassifier:
             self.classes,
             svt_rule=self.svt_rule,
             af_detector=self.af_detector,
+            prematurity=self.prematurity_gate,
         )
         return replace(pred, **gated._asdict())
 
@@ -517,22 +575,24 @@ class BeatStream:
         pred = self.classifier._to_prediction(
             ModelOutput(out.class_logits[0], out.abnormal_logit[0], out.early_logits[0]), resampled
         )
-        rule = self.classifier.svt_rule
-        if rule is None and self._af is None:
+        rule, gate = self.classifier.svt_rule, self.classifier.prematurity_gate
+        if rule is None and gate is None and self._af is None:
             return pred
-        probs, early, svt, af = gate_beat(
+        g = gate_beat(
             pred.class_probs[0],
             pred.early_probs[0],
             r[0].numpy(),
             self.classifier.classes,
             svt_rule=rule,
             monitor=self._af,
+            prematurity=gate,
         )
         return replace(
             pred,
-            class_probs=probs[None],
-            early_probs=early[None],
-            svt=None if rule is None else np.array([svt]),
+            class_probs=g.class_probs[None],
+            early_probs=g.early_probs[None],
+            svt=None if rule is None else np.array([g.svt]),
             af_irregularity=None if self._af is None else np.array([self._af.irregularity]),
-            af=None if self._af is None else np.array([af]),
+            af=None if self._af is None else np.array([g.af]),
+            not_premature=None if gate is None else np.array([g.not_premature]),
         )

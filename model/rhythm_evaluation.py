@@ -126,12 +126,13 @@ def _record_beats(
     mask = torch.arange(ckpt.model_config.n_leads) < leads
     with torch.no_grad():
         out = predict_arrays(model, torch.from_numpy(rec.windows), torch.from_numpy(rec.rr), mask)
-    gated = rhythm_gates(  # the calls the AF gate sees in inference: after the SVT rule
+    gated = rhythm_gates(  # the calls the AF gate sees in inference: after the SVT rule and prematurity gate
         torch.softmax(out.class_logits, -1).numpy(),
         torch.softmax(out.early_logits, -1).numpy(),
         rec.rr,
         tuple(ckpt.label_map),
         svt_rule=ckpt.svt_rule,
+        prematurity=ckpt.prematurity_gate,
     )
     called = gated.class_probs.argmax(-1)
     ectopic = np.isin(called, [ckpt.label_map.index(c) for c in ECTOPIC_CLASSES])

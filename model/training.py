@@ -63,7 +63,7 @@ from model.losses import LossConfig, class_weights_from_counts, total_loss
 from model.metrics import class_metrics, confusion_matrix, summary_metrics
 from model.registry import get_model
 from sigproc.records import AAMI_CLASSES
-from sigproc.rhythm import AFDetector, SVTRule
+from sigproc.rhythm import AFDetector, PrematurityGate, SVTRule
 
 __all__ = [
     "GRID",
@@ -662,6 +662,7 @@ def predict_records(
     device: torch.device | None = None,
     af_detector: AFDetector | None = None,
     svt_rule: SVTRule | None = None,
+    prematurity: PrematurityGate | None = None,
 ) -> tuple[list[NDArray[np.int64]], list[NDArray[np.int64]], list[NDArray[np.int64]]]:
     """Reference labels, predicted classes and early-alarm classes of every beat of every record.
 
@@ -669,7 +670,9 @@ def predict_records(
     (N,) and early-alarm classes (N, H) for the horizons of the model. With
     ``af_detector``, the S class is gated in atrial fibrillation
     (:func:`model.inference.af_gate`), and with ``svt_rule`` fast
-    supraventricular runs are called S first (:func:`model.inference.svt_gate`),
+    supraventricular runs are called S first (:func:`model.inference.svt_gate`);
+    with ``prematurity``, beats neither premature nor in a fast run are not
+    S (:func:`model.inference.prematurity_gate`),
     as :class:`~model.inference.BeatClassifier` does.
     """
     device = device or next(model.parameters()).device
@@ -683,7 +686,13 @@ def predict_records(
         probs = torch.softmax(out.class_logits, -1).cpu().numpy()
         early_probs = torch.softmax(out.early_logits, -1).cpu().numpy()
         gated = rhythm_gates(
-            probs, early_probs, rec.rr, AAMI_CLASSES, svt_rule=svt_rule, af_detector=af_detector
+            probs,
+            early_probs,
+            rec.rr,
+            AAMI_CLASSES,
+            svt_rule=svt_rule,
+            af_detector=af_detector,
+            prematurity=prematurity,
         )
         preds.append(gated.class_probs.argmax(-1).astype(np.int64))
         early.append(gated.early_probs.argmax(-1).astype(np.int64))

@@ -70,7 +70,14 @@ from sigproc.records import (
     load_record,
     resolve_database_dir,
 )
-from sigproc.rhythm import AFDetector, AFMonitor, SVTRule, af_irregularity, clean_intervals
+from sigproc.rhythm import (
+    AFDetector,
+    AFMonitor,
+    PrematurityGate,
+    SVTRule,
+    af_irregularity,
+    clean_intervals,
+)
 from sigproc.scoring import (
     EC57_SKIP_S,
     EC57_WINDOW_S,
@@ -109,6 +116,7 @@ __all__ = [
     "EMDConfig",
     "FilterSpec",
     "MatchResult",
+    "PrematurityGate",
     "QualityConfig",
     "QualityReport",
     "Record",

@@ -39,6 +39,13 @@ has followed it down), so a prematurity-minded classifier calls them N;
 the rule flags beats whose local rhythm is both faster than 100 bpm and
 much faster than the patient's long-run rhythm.
 
+:class:`PrematurityGate` states what the S class is: AAMI's S holds
+*premature* supraventricular beats (A, a, J, S; escape beats are N), so a
+beat that is neither early against the local rhythm nor part of a fast
+run cannot be S, whatever a network judging it against the long-run
+rhythm thinks (normal conduction after a stretch of 2:1 AV block, say,
+is fast only against the block's long intervals).
+
 References
 ----------
 .. [1] Moody GB, Mark RG. A new method for detecting atrial fibrillation
@@ -57,7 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["AFDetector", "AFMonitor", "SVTRule", "af_irregularity", "clean_intervals"]
+__all__ = ["AFDetector", "AFMonitor", "PrematurityGate", "SVTRule", "af_irregularity", "clean_intervals"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,45 @@ class SVTRule:
         local = np.asarray(local_rr, dtype=np.float64)
         mean = np.asarray(mean_rr, dtype=np.float64)
         return np.asarray((local < self.max_local_rr) & (local < self.max_local_to_mean * mean))
+
+
+@dataclass(frozen=True)
+class PrematurityGate:
+    """No supraventricular ectopic beat without prematurity or a fast rhythm.
+
+    A beat may be S when it comes early against the local rhythm,
+    ``pre_rr < max_pre_to_local * local_rr``, or belongs to a fast run,
+    ``local_rr < max_local_rr`` (a run of SVT has pulled the local mean down
+    with it, so its beats are on time for the run). Otherwise its S
+    probability goes to N (:func:`model.inference.prematurity_gate`). Both
+    values are textbook thresholds fixed before any evaluation: 10 %
+    premature, and 100 bpm for tachycardia.
+
+    Attributes
+    ----------
+    max_pre_to_local : float
+        Ratio of the beat's RR interval to the local (10-beat) mean below
+        which the beat is premature.
+    max_local_rr : float
+        Local RR mean in seconds below which the rhythm is fast.
+    """
+
+    max_pre_to_local: float = 0.9
+    max_local_rr: float = 0.6
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_pre_to_local <= 1:
+            raise ValueError(f"`max_pre_to_local` must be in (0, 1], got {self.max_pre_to_local}")
+        if not self.max_local_rr > 0:
+            raise ValueError(f"`max_local_rr` must be positive, got {self.max_local_rr}")
+
+    def allows(self, pre_rr: ArrayLike, local_rr: ArrayLike) -> NDArray[np.bool_]:
+        """Beats that may be S, from the ``pre_rr`` and ``local_rr`` columns of the RR features (s)."""
+        pre = np.asarray(pre_rr, dtype=np.float64)
+        local = np.asarray(local_rr, dtype=np.float64)
+        if pre.shape != local.shape:
+            raise ValueError(f"`pre_rr` has shape {pre.shape}, `local_rr` {local.shape}")
+        return np.asarray((pre < self.max_pre_to_local * local) | (local < self.max_local_rr))
 
 
 def _check_rr(pre_rr: ArrayLike, clean: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:

@@ -12,12 +12,12 @@ import torch
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
 from model.data import PreprocessConfig, inter_patient_split
-from model.inference import SHIPPED_WEIGHTS, BeatClassifier, af_gate, svt_gate
+from model.inference import SHIPPED_WEIGHTS, BeatClassifier, af_gate, prematurity_gate, rhythm_gates, svt_gate
 from model.registry import get_model
 from sigproc.beats import beat_windows, rr_features
 from sigproc.filters import StreamingFilter
 from sigproc.records import AAMI_CLASSES, load_record
-from sigproc.rhythm import AFDetector, SVTRule
+from sigproc.rhythm import AFDetector, PrematurityGate, SVTRule
 
 
 @pytest.fixture(
@@ -135,6 +135,55 @@ class TestPredict:
         assert not flags.any()  # 150 bpm is below a 200 bpm rule
         np.testing.assert_array_equal(probs, plain.class_probs)
 
+    def test_prematurity_gate(self, classifier: BeatClassifier) -> None:
+        """S only where a beat is early or in a fast run; S folded into N elsewhere, batch and stream."""
+        gated = BeatClassifier(classifier.checkpoint, prematurity_gate=PrematurityGate(), af_detector=None)
+        with torch.no_grad():  # an untrained network that calls every beat S
+            for clf in (classifier, gated):
+                clf.model.class_head.bias.copy_(torch.tensor([6.0, 8.0, -8.0, -8.0, -8.0]))
+        x, rr = _inputs(30, 2, 40)
+        rr[:, :4] = 0.8  # pre, post, local, mean: a regular 75 bpm
+        rr[5, 0] = 0.6  # one premature beat
+        rr[12:20, [0, 1, 2]] = 0.4  # a run at 150 bpm, on time for the run
+        plain, got = classifier.predict(x, rr), gated.predict(x, rr)
+        assert plain.not_premature is None
+        assert set(plain.labels) == {"S"}
+        allowed = [i == 5 or 12 <= i < 20 for i in range(30)]
+        assert got.not_premature is not None
+        assert got.not_premature.tolist() == [not a for a in allowed]
+        assert [lab == "S" for lab in got.labels] == allowed
+        s, n = AAMI_CLASSES.index("S"), AAMI_CLASSES.index("N")
+        blocked = got.not_premature
+        np.testing.assert_allclose(
+            got.class_probs[blocked, n],
+            (plain.class_probs[:, n] + plain.class_probs[:, s])[blocked],
+            rtol=1e-6,
+        )
+        assert (got.class_probs[blocked, s] == 0).all()
+        assert (got.early_probs[blocked, :, s] == 0).all()  # the forecasts too
+        np.testing.assert_array_equal(got.class_probs[~blocked], plain.class_probs[~blocked])
+        stream = gated.stream()
+        pushed = [stream.push(x[i], rr[i]) for i in range(len(x))]
+        assert np.allclose(np.concatenate([p.class_probs for p in pushed]), got.class_probs, atol=1e-6)
+        np.testing.assert_array_equal(np.concatenate([p.not_premature for p in pushed]), got.not_premature)
+        # the function itself, and its place between the SVT rule and the AF gate
+        probs, _, flags = prematurity_gate(
+            plain.class_probs, plain.early_probs, rr, AAMI_CLASSES, PrematurityGate()
+        )
+        np.testing.assert_array_equal(flags, got.not_premature)
+        np.testing.assert_allclose(probs, got.class_probs, rtol=1e-6)
+        both = rhythm_gates(
+            plain.class_probs,
+            plain.early_probs,
+            rr,
+            AAMI_CLASSES,
+            svt_rule=SVTRule(),
+            prematurity=PrematurityGate(),
+        )
+        assert both.svt is not None
+        assert both.not_premature is not None
+        assert [lab == AAMI_CLASSES.index("S") for lab in both.class_probs.argmax(1)] == allowed
+
     def test_af_gate_leaves_intervals_of_ventricular_calls_out(self) -> None:
         n = 40
         probs = np.tile(np.float32([0.3, 0.6, 0.05, 0.03, 0.02]), (n, 1))
@@ -245,6 +294,15 @@ class TestGate:
         assert load_checkpoint(out).svt_rule == SVTRule()
         assert BeatClassifier.load(out).svt_rule == SVTRule()
         assert load_checkpoint(out).af_detector == AFDetector()
+        result = CliRunner().invoke(cli, ["gate", str(src), "--prematurity", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "prematurity gate PrematurityGate(max_pre_to_local=0.9, max_local_rr=0.6)" in result.output
+        assert load_checkpoint(out).prematurity_gate == PrematurityGate()
+        assert BeatClassifier.load(out).prematurity_gate == PrematurityGate()
+        assert BeatClassifier.load(out, prematurity_gate=None).prematurity_gate is None
+        result = CliRunner().invoke(cli, ["gate", str(out), "--no-prematurity", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert load_checkpoint(out).prematurity_gate is None
         result = CliRunner().invoke(cli, ["gate", str(src), "--window", "8", "--out", str(out)])
         assert result.exit_code == 2
         assert "`min_intervals` must be 1 to `window` (8)" in result.output

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sigproc.rhythm import AFDetector, AFMonitor, SVTRule, af_irregularity, clean_intervals
+from sigproc.rhythm import (
+    AFDetector,
+    AFMonitor,
+    PrematurityGate,
+    SVTRule,
+    af_irregularity,
+    clean_intervals,
+)
 
 
 def _ectopic_sinus(n: int, every: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +125,27 @@ class TestIrregularity:
             AFMonitor().push(float("nan"), clean=True)
         with pytest.raises(ValueError, match="one-dimensional"):
             clean_intervals(np.zeros((2, 2), bool))
+
+
+class TestPrematurityGate:
+    def test_basic(self) -> None:
+        gate = PrematurityGate()
+        pre = np.array([0.7, 0.89, 0.9, 0.85, 0.85, 0.4, 0.59, 1.2])
+        local = np.array([1.0, 1.0, 1.0, 0.85, 0.86, 0.42, 0.61, 1.6])
+        # 30 % early / just over 10 % early / exactly 10 % (not premature) / on time (conduction
+        # after 2:1 block, record 231) / on time / a run at 150 bpm, on time for the run /
+        # on time at 98 bpm / early only against the long intervals of a pause (0.75)
+        assert gate.allows(pre, local).tolist() == [True, True, False, False, False, True, False, True]
+        assert PrematurityGate(max_pre_to_local=1.0).allows([0.99], [1.0]).tolist() == [True]
+        assert PrematurityGate(max_local_rr=0.9).allows([0.85], [0.85]).tolist() == [True]
+
+    def test_errors(self) -> None:
+        with pytest.raises(ValueError, match=r"`max_pre_to_local` must be in \(0, 1\], got 1.2"):
+            PrematurityGate(max_pre_to_local=1.2)
+        with pytest.raises(ValueError, match=r"`max_local_rr` must be positive, got 0\.0"):
+            PrematurityGate(max_local_rr=0.0)
+        with pytest.raises(ValueError, match=r"`pre_rr` has shape \(2,\), `local_rr` \(3,\)"):
+            PrematurityGate().allows([0.8, 0.8], [0.8, 0.8, 0.8])
 
 
 class TestSVTRule:
