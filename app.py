@@ -131,10 +131,6 @@ def _tuple_value(field: Any, text: str) -> tuple[Any, ...]:
     return tuple(float(v) for v in items) if "float" in kind else tuple(items)
 
 
-#: Fields `evaluate model --set` may not change: each comparison run sets them itself.
-_COMPARISON_FIELDS = ("model", "protocol", "fold", "epochs", "threads")
-
-
 def _train_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``KEY=VALUE`` texts -> typed :class:`model.training.TrainConfig` field values.
 
@@ -145,6 +141,7 @@ def _train_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
     """
     import dataclasses
 
+    from model.evaluation import COMPARISON_SETTINGS
     from model.training import TrainConfig
 
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -156,7 +153,7 @@ def _train_overrides(pairs: tuple[str, ...]) -> dict[str, Any]:
             raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
         if name not in fields:
             raise click.BadParameter(f"unknown training setting {key.strip()!r}", param_hint="--set")
-        if name in _COMPARISON_FIELDS:
+        if name in COMPARISON_SETTINGS:  # each comparison run sets these itself
             raise click.BadParameter(
                 f"{name!r} is set by the comparison itself (use --max-epochs for epochs)", param_hint="--set"
             )

@@ -166,6 +166,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Wall-clock seconds after which a beat handed to the network and never returned (its
+#: batch failed) stops holding back the engine's progress bound (:meth:`_Session._progress`).
+_IN_FLIGHT_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -1122,8 +1126,8 @@ class _Session:
             f"updated every {config.hr_update_s:g} s"
         )
         self.last_good_peak: int | None = None
-        #: Peaks handed to the network and not yet back, in order.
-        self.in_flight: deque[int] = deque()
+        #: Peaks handed to the network and not yet back, in order, with the wall-clock time they left.
+        self.in_flight: deque[tuple[int, float]] = deque()
         self.restart(block.first_seq)
 
     # Stream ----------------------------------------------------------------------
@@ -1223,7 +1227,7 @@ class _Session:
             if h.rr is None or not (final or h.peak - self.pre + self.width <= self.filtered.end):
                 break
             self.held.popleft()
-            self.in_flight.append(h.peak)
+            self.in_flight.append((h.peak, now))
             out.append(_Ready(self, h.peak, self._window(h.peak), h.rr, h.arrival, now))
         return out
 
@@ -1292,8 +1296,10 @@ class _Session:
         analysed = self.next_seq - round(self.detector.max_delay_s * self.fs)
         if self.held:
             analysed = min(analysed, self.held[0].peak)
+        while self.in_flight and now - self.in_flight[0][1] > _IN_FLIGHT_TIMEOUT_S:
+            self.in_flight.popleft()  # lost (a failed batch): it must not hold the asystole check back
         if self.in_flight:
-            analysed = min(analysed, self.in_flight[0])
+            analysed = min(analysed, self.in_flight[0][0])
         if analysed > self.origin:
             self.note_alarms(self.engine.on_progress(self.t_of(analysed)), now)
 
@@ -1314,7 +1320,7 @@ class _Session:
 
     def classified(self, item: _Ready, out: _Output, now: float) -> None:
         """A beat came back from the network: heart rate, alarm rules, queued for storage."""
-        while self.in_flight and self.in_flight[0] <= item.peak:
+        while self.in_flight and self.in_flight[0][0] <= item.peak:
             self.in_flight.popleft()
         label = self.classifier.classes[int(np.argmax(out.class_probs))]
         ok = self.quality_ok and self.technical is None

@@ -62,6 +62,7 @@ from model.data import (
 )
 from model.ensemble import SeedEnsemble
 from model.evaluation import (
+    COMPARISON_SETTINGS,
     EVAL_PROTOCOLS,
     compare_models,
     compare_results,
@@ -132,6 +133,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CNNLSTM",
+    "COMPARISON_SETTINGS",
     "DEFAULT_VALIDATION_RECORDS",
     "DS1_FOLDS",
     "ECTOPIC_CLASSES",

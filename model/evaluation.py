@@ -79,6 +79,7 @@ from sigproc.records import AAMI_CLASSES
 from sigproc.rhythm import AFDetector
 
 __all__ = [
+    "COMPARISON_SETTINGS",
     "EVAL_PROTOCOLS",
     "compare_models",
     "compare_results",
@@ -96,6 +97,9 @@ __all__ = [
     "summarise_runs",
     "terms_baseline",
 ]
+
+#: Training settings that :func:`compare_models` and :func:`paper_protocol` set for each run themselves.
+COMPARISON_SETTINGS: tuple[str, ...] = ("model", "protocol", "fold", "epochs", "threads")
 
 #: Protocols :func:`evaluate_model` accepts.
 EVAL_PROTOCOLS: tuple[str, ...] = ("inter-patient", "random", "cv")
@@ -394,8 +398,8 @@ def evaluate_model(
             "preprocess": asdict(ckpt.preprocess),
             "device_fs": device_fs,
             "peaks": peaks,
-            "af_gate": None if detector is None else asdict(detector),
-            "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
+            "af_gate": _asdict_or_none(detector),
+            "svt_rule": _asdict_or_none(ckpt.svt_rule),
             "prematurity_gate": _asdict_or_none(ckpt.prematurity_gate),
             "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks),
         }
@@ -459,8 +463,8 @@ def evaluate_out_of_fold(
         preds.append(p[0])
         owners[name] = {
             "checkpoint": path.name,
-            "af_gate": None if detector is None else asdict(detector),
-            "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
+            "af_gate": _asdict_or_none(detector),
+            "svt_rule": _asdict_or_none(ckpt.svt_rule),
             "prematurity_gate": _asdict_or_none(ckpt.prematurity_gate),
         }
     res = result_from_confusion(
@@ -593,7 +597,7 @@ def paper_protocol(
     for cand, settings in candidates.items():
         if not cand or not all(ch.isalnum() or ch in "-_" for ch in cand):
             raise ValueError(f"candidate name {cand!r}: use letters, digits, '-' and '_'")
-        if fixed := sorted(set(settings) & {"model", "protocol", "fold", "epochs", "threads"}):
+        if fixed := sorted(set(settings) & set(COMPARISON_SETTINGS)):
             raise ValueError(f"candidate {cand!r} sets {fixed}, which the comparison sets itself")
     names = models or tuple(list_models())
     base = replace(config, threads=1) if jobs > 1 else config

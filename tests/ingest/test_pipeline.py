@@ -63,14 +63,28 @@ def feed(
     firsts: list[int] | None = None,
 ) -> list[LiveEvent]:
     """Events of the processor on ``signal`` sent in 0.25 s frames (those at ``firsts``), then its end."""
+    frame = round(0.25 * signal.fs)
+    blocks = range(0, signal.n_samples, frame) if firsts is None else firsts
+    events = feed_blocks(proc, signal, list(blocks), patient_id, session_id)
+    events.extend(proc.close_stream(session_id))
+    return events
+
+
+def feed_blocks(
+    proc: AnalysisProcessor | ShardedAnalysisProcessor,
+    signal: ReplaySignal,
+    firsts: list[int],
+    patient_id: int | None = None,
+    session_id: int = 1,
+) -> list[LiveEvent]:
+    """Events of the processor on the 0.25 s frames of ``signal`` that start at ``firsts``."""
     events: list[LiveEvent] = []
     frame = round(0.25 * signal.fs)
-    for first in range(0, signal.n_samples, frame) if firsts is None else firsts:
+    for first in firsts:
         block = signal.stored_block(
             first, frame, session_id=session_id, patient_id=patient_id, started_at=START
         )
         events.extend(proc.process(block))
-    events.extend(proc.close_stream(session_id))
     return events
 
 
@@ -355,6 +369,32 @@ class TestAlarms:
         events = feed(proc, signal)
         assert len([e for e in events if e.kind == "beat"]) > 30
         assert "asystole" not in alarm_kinds(events)
+
+    def test_lost_batch_does_not_silence_asystole(
+        self, classifier: BeatClassifier, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Beats of a batch that failed stop holding the asystole check back once 10 s overdue."""
+        import ingest.pipeline
+
+        ecg = synthetic_ecg(20.0, 360.0, heart_rate_bpm=75, seed=3).signal
+        signal = synthetic_signal(np.concatenate([ecg, np.full(15 * 360, ecg[-1])]))
+        clock = [0.0]
+        proc = AnalysisProcessor(None, classifier, wall_clock=lambda: clock[0])
+        frame = 90
+        firsts = list(range(0, signal.n_samples, frame))
+        events = feed_blocks(proc, signal, firsts[:-2])  # the clock stands still: nothing classified yet
+        assert "asystole" not in alarm_kinds(events)
+
+        def fail(*_: object) -> None:
+            raise RuntimeError("the network failed")
+
+        monkeypatch.setattr(ingest.pipeline, "_classify", fail)
+        clock[0] = 11.0
+        with pytest.raises(RuntimeError, match="the network failed"):
+            feed_blocks(proc, signal, firsts[-2:-1])  # the batch falls due and is lost
+        monkeypatch.undo()
+        clock[0] = 12.0
+        assert "asystole" in alarm_kinds(feed_blocks(proc, signal, firsts[-1:]))
 
     def test_quality_gate_suppresses_arrhythmia_alarms(
         self, sqlite_db: Database, data_dir: Path, classifier: BeatClassifier
