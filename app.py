@@ -1275,7 +1275,7 @@ def evaluate_model_cmd(
     "settings",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A `train` setting of every candidate (repeatable).",
+    help="A `train` setting of every candidate (repeatable; a candidate's own value wins).",
 )
 def evaluate_paper_cmd(
     data_dir: Path | None,
@@ -1293,7 +1293,7 @@ def evaluate_paper_cmd(
     (the test tenth is never looked at to choose); then Table 3 on the test
     tenth and Table 4 by 5-fold cross-validation with paired t-tests.
     """
-    from model.evaluation import paper_protocol
+    from model.evaluation import check_candidates, paper_protocol
     from model.training import TrainConfig
 
     try:
@@ -1314,11 +1314,12 @@ def evaluate_paper_cmd(
             raise click.BadParameter(message, param_hint="--candidates") from None
     try:
         config = TrainConfig(data_dir=str(data_dir) if data_dir else "", **_train_overrides(settings))
-        result = paper_protocol(
-            config, candidates, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path, jobs=jobs
-        )
+        check_candidates(config, candidates)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--candidates / --set") from exc
+    result = paper_protocol(
+        config, candidates, out_dir=out_dir, max_epochs=max_epochs, json_path=json_path, jobs=jobs
+    )
     click.echo(f"chosen on validation: {json.dumps(result['chosen'])}")
     for key in ("random", "cv"):
         rows = result[key]["table"].items()

@@ -64,6 +64,7 @@ from model.ensemble import SeedEnsemble
 from model.evaluation import (
     COMPARISON_SETTINGS,
     EVAL_PROTOCOLS,
+    check_candidates,
     compare_models,
     compare_results,
     early_alarm_report,
@@ -177,6 +178,7 @@ __all__ = [
     "beats_cache_dir",
     "calibrate_checkpoint",
     "calibrate_class_offsets",
+    "check_candidates",
     "class_metrics",
     "class_weights_from_counts",
     "classification_loss",

@@ -81,6 +81,7 @@ from sigproc.rhythm import AFDetector
 __all__ = [
     "COMPARISON_SETTINGS",
     "EVAL_PROTOCOLS",
+    "check_candidates",
     "compare_models",
     "compare_results",
     "early_alarm_report",
@@ -590,23 +591,15 @@ def paper_protocol(
         With no candidates, a candidate name that is not a plain word, a
         setting the comparison sets itself, or settings the network rejects.
     """
-    if not candidates:
-        raise ValueError("`candidates` is empty: give at least one {name: settings}")
     if jobs < 1:
         raise ValueError(f"`jobs` must be >= 1, got {jobs}")
-    for cand, settings in candidates.items():
-        if not cand or not all(ch.isalnum() or ch in "-_" for ch in cand):
-            raise ValueError(f"candidate name {cand!r}: use letters, digits, '-' and '_'")
-        if fixed := sorted(set(settings) & set(COMPARISON_SETTINGS)):
-            raise ValueError(f"candidate {cand!r} sets {fixed}, which the comparison sets itself")
+    check_candidates(config, candidates)
     names = models or tuple(list_models())
     base = replace(config, threads=1) if jobs > 1 else config
     epochs = min(config.epochs, max_epochs)
 
     def run_config(name: str, cand: str, protocol: str, fold: int) -> TrainConfig:
-        cfg = replace(base, **candidates[cand], model=name, protocol=protocol, fold=fold, epochs=epochs)
-        cfg.model_config(PreprocessConfig(n_leads=cfg.n_leads))  # the network's own checks, before any run
-        return cfg
+        return replace(base, **candidates[cand], model=name, protocol=protocol, fold=fold, epochs=epochs)
 
     select = {(m, c): out_dir / "select" / f"{m}_{c}.pt" for m in names for c in candidates}
     todo = [(run_config(m, c, "random", 0), path) for (m, c), path in select.items()]
@@ -648,6 +641,28 @@ def paper_protocol(
     if json_path is not None:
         _write_json(result, json_path)
     return result
+
+
+def check_candidates(config: TrainConfig, candidates: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raise ValueError unless every candidate of :func:`paper_protocol` can be trained.
+
+    Names must be plain words (they name checkpoint files), settings must
+    be :class:`~model.training.TrainConfig` fields that the comparison does
+    not set itself (:data:`COMPARISON_SETTINGS`), and the network must
+    accept the settings (a candidate's own value wins over ``config``'s).
+    """
+    if not candidates:
+        raise ValueError("`candidates` is empty: give at least one {name: settings}")
+    for cand, settings in candidates.items():
+        if not cand or not all(ch.isalnum() or ch in "-_" for ch in cand):
+            raise ValueError(f"candidate name {cand!r}: use letters, digits, '-' and '_'")
+        if fixed := sorted(set(settings) & set(COMPARISON_SETTINGS)):
+            raise ValueError(f"candidate {cand!r} sets {fixed}, which the comparison sets itself")
+        try:
+            cfg = replace(config, **settings)
+        except TypeError as exc:  # an unknown field
+            raise ValueError(f"candidate {cand!r}: {exc}") from None
+        cfg.model_config(PreprocessConfig(n_leads=cfg.n_leads))  # the network's own checks
 
 
 def _train_runs(todo: Sequence[tuple[TrainConfig, Path]], *, jobs: int, progress: bool, desc: str) -> None:
