@@ -400,7 +400,7 @@ class TestPaperProtocol:
             paper_protocol(TrainConfig(), {"a/b": {}}, **kw)
         with pytest.raises(ValueError, match="`pool_bins` must be >= 1"):
             paper_protocol(TrainConfig(), {"a": {"pool_bins": 0}}, **kw)
-        with pytest.raises(ValueError, match="candidate 'a': .*'colour'"):
+        with pytest.raises(ValueError, match=r"candidate 'a': .*'colour'"):
             paper_protocol(TrainConfig(), {"a": {"colour": 1}}, **kw)
         assert not list(tmp_path.rglob("*.pt"))  # nothing trained before the checks
 
