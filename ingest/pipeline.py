@@ -167,7 +167,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Wall-clock seconds after which a beat handed to the network and never returned (its
-#: batch failed) stops holding back the engine's progress bound (:meth:`_Session._progress`).
+#: batch failed) stops holding back the engine's progress bound (:meth:`_Session.progress`).
 _IN_FLIGHT_TIMEOUT_S = 10.0
 
 
@@ -505,6 +505,8 @@ class AnalysisProcessor:
             self.totals["beats"] += len(ready)
             for item, out in zip(ready, _classify(self.classifier, ready), strict=True):
                 item.session.classified(item, out, now)
+            for s in {id(r.session): r.session for r in ready}.values():
+                s.progress(now)  # the bound moves on to the next beat not yet classified
             self.busy["classify_s"] += time.perf_counter() - started
         sessions = {id(s): s for s in [*pending, *(r.session for r in ready)]}
         self._store(list(sessions.values()), now, force=force)
@@ -1188,7 +1190,7 @@ class _Session:
         for peak in (self.detector.process(x) + self.origin).tolist():
             self._detected(int(peak))
         self._judge_quality(now)
-        self._progress(now)
+        self.progress(now)
         self._update_hr(now)
         ready = self._take_ready(now, final=False)
         self._trim()
@@ -1283,7 +1285,7 @@ class _Session:
                     self.note_alarms(self.engine.on_technical(TechnicalEvent(t, kind, True)), now)
                 self.technical = kind
 
-    def _progress(self, now: float) -> None:
+    def progress(self, now: float) -> None:
         """Tell the engine how far the detector has surely looked (its reporting bound).
 
         The engine hears of a beat only once the network has classified it,
@@ -1340,7 +1342,6 @@ class _Session:
         self.pending_beats.append((item, out))
         self.pending_since = min(self.pending_since, now)
         self.note_alarms(self.engine.on_beat(event), now)
-        self._progress(now)  # the bound may move on to the next beat not yet classified
 
     def note_alarms(self, changes: Iterable[AlarmChange], now: float) -> None:
         """Queue alarm changes for storage and publishing."""
