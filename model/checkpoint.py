@@ -100,6 +100,14 @@ class Checkpoint:
         return net.eval()
 
 
+#: The rhythm rules a checkpoint may carry, by field; stored as their parameters.
+_RULES: dict[str, Any] = {
+    "af_detector": AFDetector,
+    "svt_rule": SVTRule,
+    "prematurity_gate": PrematurityGate,
+}
+
+
 def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
     """One checkpoint of a :class:`model.ensemble.SeedEnsemble` of the runs at ``paths``.
 
@@ -120,17 +128,7 @@ def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
     for path, run in zip(paths, runs, strict=True):
         if run.members != 1:
             raise ValueError(f"{path} is already an ensemble of {run.members}")
-        shared = (
-            "model_name",
-            "model_config",
-            "preprocess",
-            "split",
-            "label_map",
-            "af_detector",
-            "svt_rule",
-            "prematurity_gate",
-        )
-        for name in shared:
+        for name in ("model_name", "model_config", "preprocess", "split", "label_map", *_RULES):
             if getattr(run, name) != getattr(first, name):
                 raise ValueError(f"{path} differs from {paths[0]} in {name}; ensemble runs of one setting")
     state = {f"members.{i}.{k}": v for i, run in enumerate(runs) for k, v in run.state_dict.items()}
@@ -144,9 +142,7 @@ def ensemble_checkpoints(paths: Sequence[str | os.PathLike[str]]) -> Checkpoint:
         metrics={"members": [run.metrics for run in runs], "member_files": [Path(p).name for p in paths]},
         train_config={"members": [run.train_config for run in runs]},
         members=len(runs),
-        af_detector=first.af_detector,
-        svt_rule=first.svt_rule,
-        prematurity_gate=first.prematurity_gate,
+        **{name: getattr(first, name) for name in _RULES},
     )
 
 
@@ -168,9 +164,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike[str]) -> Path:
         "train_config": ckpt.train_config,
         "state_dict": {k: v.detach().cpu().clone() for k, v in ckpt.state_dict.items()},
         "members": ckpt.members,
-        "af_detector": None if ckpt.af_detector is None else asdict(ckpt.af_detector),
-        "svt_rule": None if ckpt.svt_rule is None else asdict(ckpt.svt_rule),
-        "prematurity_gate": None if ckpt.prematurity_gate is None else asdict(ckpt.prematurity_gate),
+        **{name: None if (rule := getattr(ckpt, name)) is None else asdict(rule) for name in _RULES},
     }
     tmp = out.with_suffix(out.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -212,11 +206,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         metrics=dict(raw["metrics"]),
         train_config=dict(raw["train_config"]),
         members=int(raw.get("members", 1)),
-        af_detector=None if raw.get("af_detector") is None else AFDetector(**raw["af_detector"]),
-        svt_rule=None if raw.get("svt_rule") is None else SVTRule(**raw["svt_rule"]),
-        prematurity_gate=(
-            None if raw.get("prematurity_gate") is None else PrematurityGate(**raw["prematurity_gate"])
-        ),
+        **{name: None if raw.get(name) is None else rule(**raw[name]) for name, rule in _RULES.items()},
     )
 
 
