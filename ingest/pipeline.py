@@ -110,6 +110,7 @@ References
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import multiprocessing
@@ -286,8 +287,9 @@ class AnalysisProcessor:
         self._lock = threading.Lock()
         self._writer = _Writer(self.model_version) if db is not None else None
         self._stored_at = wall_clock()
-        #: Counts of blocks, beats, batches, alarm changes and heart-rate updates.
-        counts = ("blocks", "beats", "batches", "alarm_changes", "hr_updates")
+        #: Counts of blocks, beats, batches, alarm changes, heart-rate updates, and beats the
+        #: classifier failed on (kept as ``Q``, unclassifiable: :meth:`_classify_kept`).
+        counts = ("blocks", "beats", "batches", "alarm_changes", "hr_updates", "unclassified")
         self.totals: dict[str, int] = dict.fromkeys(counts, 0)
         #: Seconds spent analysing blocks, classifying and storing, and the
         #: blocks' summed wait from arrival to analysis (storage and queues).
@@ -503,13 +505,50 @@ class AnalysisProcessor:
             started = time.perf_counter()
             self.totals["batches"] += 1
             self.totals["beats"] += len(ready)
-            for item, out in zip(ready, _classify(self.classifier, ready), strict=True):
+            for item, out in zip(ready, self._classify_kept(ready), strict=True):
                 item.session.classified(item, out, now)
             for s in {id(r.session): r.session for r in ready}.values():
                 s.progress(now)  # the bound moves on to the next beat not yet classified
             self.busy["classify_s"] += time.perf_counter() - started
         sessions = {id(s): s for s in [*pending, *(r.session for r in ready)]}
         self._store(list(sessions.values()), now, force=force)
+
+    def _classify_kept(self, ready: list[_Ready]) -> list[_Output]:
+        """:func:`_classify`, losing no beat when it fails.
+
+        A failed batch is classified again session by session, from the
+        sessions' state before the batch, so one stream's bad beat costs
+        no other stream anything; the beats of a session that still fails
+        are kept as ``Q`` (unclassifiable, :func:`_unclassified`): stored,
+        shown and timed like any beat, with no abnormal or early-alarm
+        probability, and the session's context goes on as if they had not
+        been seen. Failures are logged and counted in
+        ``totals["unclassified"]``.
+        """
+        sessions = _by_session(ready)
+        saved = {id(s): s.analysis_state() for s, _ in sessions}
+        try:
+            return _classify(self.classifier, ready)
+        except Exception:  # a classifier bug must not lose the beats; it is logged and counted
+            logger.exception(
+                "classifying a batch of %d beats failed; classifying each stream apart", len(ready)
+            )
+        outputs: dict[int, _Output] = {}
+        for session, items in sessions:
+            session.restore_analysis_state(saved[id(session)])
+            try:
+                outs = _classify(self.classifier, items)
+            except Exception:  # as above
+                logger.exception(
+                    "classifying %d beats of session %d failed; they are kept as Q (unclassifiable)",
+                    len(items),
+                    session.session_id,
+                )
+                session.restore_analysis_state(saved[id(session)])
+                outs = [_unclassified(self.classifier.classes)] * len(items)
+                self.totals["unclassified"] += len(items)
+            outputs.update(zip(map(id, items), outs, strict=True))
+        return [outputs[id(item)] for item in ready]
 
     def _store(self, sessions: list[_Session], now: float, *, force: bool) -> None:
         """Queue the sessions' results for publishing; write alarms now, beats and rates each second.
@@ -1082,8 +1121,8 @@ class _Ready:
 @dataclass(frozen=True)
 class _Output:
     class_probs: NDArray[np.float32]  # (C,)
-    abnormal: float
-    early: float  # probability that one of the next H beats is not N
+    abnormal: float | None  # None: not classified (:func:`_unclassified`)
+    early: float | None  # probability that one of the next H beats is not N
     af: bool = False  # in atrial fibrillation by the checkpoint's AF gate (S folded into N)
 
 
@@ -1131,6 +1170,17 @@ class _Session:
         #: Peaks handed to the network and not yet back, in order, with the wall-clock time they left.
         self.in_flight: deque[tuple[int, float]] = deque()
         self.restart(block.first_seq)
+
+    def analysis_state(self) -> tuple[tuple[torch.Tensor, ...], AFMonitor | None]:
+        """What classifying a beat changes: the network's context and the AF monitor."""
+        return tuple(self.context), copy.deepcopy(self.af)
+
+    def restore_analysis_state(self, state: tuple[tuple[torch.Tensor, ...], AFMonitor | None]) -> None:
+        """Back to :meth:`analysis_state` (a classification that failed half-way)."""
+        context, af = state
+        self.context.clear()
+        self.context.extend(context)
+        self.af = copy.deepcopy(af)
 
     # Stream ----------------------------------------------------------------------
 
@@ -1388,9 +1438,9 @@ class _Session:
             "probs": {
                 c: round(float(p), 4) for c, p in zip(self.classifier.classes, out.class_probs, strict=True)
             },
-            "p_abnormal": round(out.abnormal, 4),
-            "p_early_alarm": round(out.early, 4),
-            "early_alarm": out.early >= self.engine.limits.early_warning_threshold,
+            "p_abnormal": None if out.abnormal is None else round(out.abnormal, 4),
+            "p_early_alarm": None if out.early is None else round(out.early, 4),
+            "early_alarm": out.early is not None and out.early >= self.engine.limits.early_warning_threshold,
             "af": out.af,
             "quality_ok": self.quality_ok and self.technical is None,
             "t_arrival": item.arrival,
@@ -1569,6 +1619,13 @@ def _classify(classifier: BeatClassifier, ready: list[_Ready]) -> list[_Output]:
         early_alarm = float((1.0 - gated.early_probs[:, n]).max())
         results.append(_Output(gated.class_probs, beat_abnormal, early_alarm, gated.af))
     return results
+
+
+def _unclassified(classes: Sequence[str]) -> _Output:
+    """The output of a beat the classifier failed on: ``Q`` (unclassifiable), nothing else known."""
+    probs = np.zeros(len(classes), np.float32)
+    probs[list(classes).index("Q")] = 1.0
+    return _Output(probs, None, None)
 
 
 def _by_session(ready: list[_Ready]) -> list[tuple[_Session, list[_Ready]]]:

@@ -374,8 +374,6 @@ class TestAlarms:
         self, classifier: BeatClassifier, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Beats of a batch that failed stop holding the asystole check back once 10 s overdue."""
-        import ingest.pipeline
-
         ecg = synthetic_ecg(20.0, 360.0, heart_rate_bpm=75, seed=3).signal
         signal = synthetic_signal(np.concatenate([ecg, np.full(15 * 360, ecg[-1])]))
         clock = [0.0]
@@ -386,11 +384,11 @@ class TestAlarms:
         assert "asystole" not in alarm_kinds(events)
 
         def fail(*_: object) -> None:
-            raise RuntimeError("the network failed")
+            raise RuntimeError("the batch failed")
 
-        monkeypatch.setattr(ingest.pipeline, "_classify", fail)
+        monkeypatch.setattr(proc, "_classify_kept", fail)  # a failure past the classifier's own fallback
         clock[0] = 11.0
-        with pytest.raises(RuntimeError, match="the network failed"):
+        with pytest.raises(RuntimeError, match="the batch failed"):
             feed_blocks(proc, signal, firsts[-2:-1])  # the batch falls due and is lost
         monkeypatch.undo()
         clock[0] = 12.0
@@ -422,6 +420,76 @@ class TestAlarms:
         with sqlite_db.session() as session:
             kinds = set(session.scalars(select(Alarm.kind).where(Alarm.patient_id == patient)).all())
         assert kinds == alarm_kinds(events)
+
+
+class TestClassifierFailure:
+    """A classifier that fails loses no beat, and costs the other streams of its batch nothing."""
+
+    @staticmethod
+    def interleaved(
+        classifier: BeatClassifier, signal: ReplaySignal
+    ) -> tuple[AnalysisProcessor, dict[int, list[LiveEvent]]]:
+        """Two sessions of ``signal``, their frames interleaved in real time, classified in shared batches."""
+        clock = Clock()
+        proc = AnalysisProcessor(None, classifier, wall_clock=clock)
+        got: dict[int, list[LiveEvent]] = {1: [], 2: []}
+        for first in range(0, signal.n_samples, 90):
+            for session_id in (1, 2):
+                got[session_id].extend(proc.process(block_of(signal, first, session_id)))
+                clock.now += 0.125
+        for session_id in (1, 2):
+            got[session_id].extend(proc.close_stream(session_id))
+        return proc, got
+
+    def test_basic(self, classifier: BeatClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every batch holding a beat of session 2 fails: session 1 is classified as if alone, 2 kept as Q."""
+        import ingest.pipeline
+
+        signal = synthetic_signal(synthetic_ecg(20.0, 360.0, heart_rate_bpm=75, seed=11).signal)
+        _, reference = self.interleaved(classifier, signal)
+        real = ingest.pipeline._classify
+
+        def fail_on_session_2(clf: BeatClassifier, ready: list[Any]) -> list[Any]:
+            if any(item.session.session_id == 2 for item in ready):
+                for item in ready:  # the failure strikes half-way: the contexts have moved on
+                    if item.session.context:
+                        item.session.context.append(item.session.context[-1] * 7.0)
+                raise RuntimeError("the network failed on session 2")
+            return real(clf, ready)
+
+        monkeypatch.setattr(ingest.pipeline, "_classify", fail_on_session_2)
+        proc, got = self.interleaved(classifier, signal)
+        assert len(beats_of(reference[1])) > 15
+        assert beats_of(got[1]) == beats_of(reference[1])
+        kept = [e.data for e in got[2] if e.kind == "beat"]
+        assert [b["seq"] for b in kept] == [seq for seq, _, _ in beats_of(reference[2])]
+        assert {b["label"] for b in kept} == {"Q"}
+        assert all(b["probs"]["Q"] == 1.0 and b["p_abnormal"] is None and not b["early_alarm"] for b in kept)
+        assert proc.totals["unclassified"] == len(kept)
+
+    def test_edge_cases(self, classifier: BeatClassifier, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A failure of one batch only (half-way through): classified again, nothing differs."""
+        import ingest.pipeline
+
+        signal = synthetic_signal(synthetic_ecg(20.0, 360.0, heart_rate_bpm=75, seed=12).signal)
+        _, reference = self.interleaved(classifier, signal)
+        real = ingest.pipeline._classify
+        calls = []
+
+        def fail_once(clf: BeatClassifier, ready: list[Any]) -> list[Any]:
+            calls.append(len(ready))
+            out = real(clf, ready)  # contexts and AF monitors moved on, then the batch fails
+            if len(calls) == 3:
+                raise RuntimeError("a passing failure")
+            return out
+
+        monkeypatch.setattr(ingest.pipeline, "_classify", fail_once)
+        proc, got = self.interleaved(classifier, signal)
+        assert len(calls) > 4
+        assert {sid: beats_of(events) for sid, events in got.items()} == {
+            sid: beats_of(events) for sid, events in reference.items()
+        }
+        assert proc.totals["unclassified"] == 0
 
 
 class TestAtrialFibrillation:
