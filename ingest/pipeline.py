@@ -110,7 +110,6 @@ References
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import multiprocessing
@@ -1173,14 +1172,14 @@ class _Session:
 
     def analysis_state(self) -> tuple[tuple[torch.Tensor, ...], AFMonitor | None]:
         """What classifying a beat changes: the network's context and the AF monitor."""
-        return tuple(self.context), copy.deepcopy(self.af)
+        return tuple(self.context), None if self.af is None else self.af.copy()
 
     def restore_analysis_state(self, state: tuple[tuple[torch.Tensor, ...], AFMonitor | None]) -> None:
         """Back to :meth:`analysis_state` (a classification that failed half-way)."""
         context, af = state
         self.context.clear()
         self.context.extend(context)
-        self.af = copy.deepcopy(af)
+        self.af = None if af is None else af.copy()
 
     # Stream ----------------------------------------------------------------------
 

@@ -289,6 +289,15 @@ class AFMonitor:
         self.irregularity = float("nan")
         self._prev_ectopic = True
 
+    def copy(self) -> AFMonitor:
+        """An independent monitor in the same state (cheap: two short deques)."""
+        twin = AFMonitor(self.detector)
+        twin._logs.extend(self._logs)
+        twin._mism.extend(self._mism)
+        twin.irregularity = self.irregularity
+        twin._prev_ectopic = self._prev_ectopic
+        return twin
+
     def reset(self) -> None:
         """Forget the history (a gap in the signal, a new recording)."""
         self._logs.clear()

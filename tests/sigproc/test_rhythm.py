@@ -99,6 +99,23 @@ class TestIrregularity:
         assert np.isnan(mon.irregularity)
         assert not mon.af
 
+    def test_copy(self) -> None:
+        """A copy goes on exactly as the original would, and pushing one leaves the other alone."""
+        rng = np.random.default_rng(8)
+        rr = rng.uniform(0.4, 1.1, 300)
+        ectopic = rng.random(rr.size) < 0.1
+        mon = AFMonitor(AFDetector(window=32, min_intervals=8))
+        for r, e in zip(rr[:150], ectopic[:150], strict=True):
+            mon.push_beat(float(r), ectopic=bool(e))
+        twin = mon.copy()
+        assert twin.detector == mon.detector
+        rest = list(zip(rr[150:].tolist(), ectopic[150:].tolist(), strict=True))
+        ahead = [twin.push_beat(r, ectopic=e) for r, e in rest]
+        assert [mon.push_beat(r, ectopic=e) for r, e in rest] == ahead
+        twin.reset()
+        assert np.isnan(twin.irregularity)
+        assert mon.irregularity == ahead[-1]
+
     def test_short_input(self) -> None:
         assert np.isnan(af_irregularity([0.8, 0.8], [True, True])).all()
         assert af_irregularity([], []).shape == (0,)
