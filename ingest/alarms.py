@@ -30,7 +30,9 @@ frequent_ectopy          low       more than ``ectopy_v_per_min`` V beats or
                                    ``ectopy_s_per_min`` S beats in the last minute
 early_warning            low       advisory: the model's early-alarm probability
                                    at or above ``early_warning_threshold`` on
-                                   ``early_warning_beats`` consecutive beats
+                                   ``early_warning_beats`` consecutive beats;
+                                   it ends after ``early_warning_hold_s``
+                                   (30 s) without such a beat
 atrial_fibrillation      low       advisory: the last ``af_min_beats`` (30) beats all
                                    in atrial fibrillation by the classifier's AF
                                    gate (irregular RR intervals, :mod:`sigproc.rhythm`;
@@ -46,7 +48,9 @@ the condition ends. Medium and low alarms resolve by themselves when their
 condition ends; high alarms latch: when the condition ends unacknowledged,
 the alarm keeps sounding (``active``, with its ``end`` set) until someone
 acknowledges it. While an alarm for a condition is open, the condition never
-raises a second one; a recurrence reopens the latched alarm instead.
+raises a second one; a recurrence reopens the latched alarm instead. When a
+stream ends for good (a replay, a stream with no patient to keep watching),
+:meth:`AlarmEngine.end_monitoring` ends its conditions at the last data.
 
 Suppression. Arrhythmia alarms (everything derived from beats except
 asystole) are neither raised nor resolved while the signal is not
@@ -176,6 +180,10 @@ class AlarmLimits:
         ``hr_min_intervals`` (4).
     early_warning_threshold, early_warning_beats : float, int
         Early-alarm probability (0.8) on this many consecutive beats (3).
+    early_warning_hold_s : float
+        A raised early warning ends only when no beat has forecast trouble
+        for this long (30 s), so that a patient whose forecasts flicker
+        gets one advisory, not one per flicker.
     spo2_low, spo2_critical : float
         SpO2 limits in % (90: medium, 85: high).
     temperature_low, temperature_high : float
@@ -199,6 +207,7 @@ class AlarmLimits:
     hr_min_intervals: int = 4
     early_warning_threshold: float = 0.8
     early_warning_beats: int = 3
+    early_warning_hold_s: float = 30.0
     spo2_low: float = 90.0
     spo2_critical: float = 85.0
     temperature_low: float = 35.0
@@ -445,8 +454,26 @@ def rule_heart_rate(beats: Sequence[RecentBeat], limits: AlarmLimits) -> Conditi
     return None
 
 
-def rule_early_warning(beats: Sequence[RecentBeat], limits: AlarmLimits) -> Condition | None:
-    """Advisory: the last beats of one segment all forecast trouble."""
+def rule_early_warning(
+    beats: Sequence[RecentBeat], limits: AlarmLimits, *, raised: bool = False
+) -> Condition | None:
+    """Advisory: the last beats of one segment all forecast trouble.
+
+    Once ``raised``, it holds while a beat of the last segment within
+    ``early_warning_hold_s`` of the newest beat forecasts trouble.
+    """
+    if raised and beats:
+        since = beats[-1].t - limits.early_warning_hold_s
+        recent = [
+            b.early_alarm
+            for b in beats
+            if b.t >= since and b.segment == beats[-1].segment and b.early_alarm is not None
+        ]
+        warning = [p for p in recent if p >= limits.early_warning_threshold]
+        if warning:
+            return Condition(
+                AlarmKind.EARLY_WARNING, AlarmPriority.LOW, f"early-alarm probability {max(warning):.2f}"
+            )
     last = list(beats[-limits.early_warning_beats :])
     if len(last) < limits.early_warning_beats or len({b.segment for b in last}) != 1:
         return None
@@ -576,6 +603,20 @@ class AlarmEngine:
         self._silent = silent
         return self._evaluate(now)
 
+    def end_monitoring(self) -> list[AlarmChange]:
+        """The stream ended for good (a replay, a stream with no patient): no condition lasts past its data.
+
+        Every open alarm whose condition was still present ends at the last
+        data time, as if the condition had ended then: medium and low
+        alarms, and acknowledged ones, resolve; an unacknowledged high
+        alarm latches (``active``, with its ``end``) until someone
+        acknowledges it. Alarms already latched stay as they are.
+        """
+        t = self._last_data_t
+        if t is None:
+            return []
+        return [self._condition_ended(a, t) for a in list(self._open.values()) if a.end is None]
+
     def acknowledge(self, alarm_id: int, *, by: str, t: float, note: str | None = None) -> list[AlarmChange]:
         """Acknowledge an open alarm.
 
@@ -617,7 +658,7 @@ class AlarmEngine:
             rule_atrial_fibrillation(beats, self.limits, raised=AlarmKind.ATRIAL_FIBRILLATION in self._open),
             rule_frequent_ectopy(beats, beat_clock, self.limits),
             rule_heart_rate(beats, self.limits),
-            rule_early_warning(beats, self.limits),
+            rule_early_warning(beats, self.limits, raised=AlarmKind.EARLY_WARNING in self._open),
             rule_spo2(self._spo2, self.limits),
             rule_temperature(self._temperature, self.limits),
             self._asystole(),
@@ -655,7 +696,7 @@ class AlarmEngine:
         return found
 
     def _prune(self, now: float) -> None:
-        keep_s = max(self.limits.ectopy_window_s, 60.0)
+        keep_s = max(self.limits.ectopy_window_s, self.limits.early_warning_hold_s, 60.0)
         keep_n = (
             max(
                 self.limits.hr_intervals,

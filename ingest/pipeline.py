@@ -342,10 +342,15 @@ class AnalysisProcessor:
                 return display
             self._ready.extend(state.finish(self._clock()))
             self._flush_if_due(force=True, closing=state)
+            if state.patient_id is None or state.replay:  # nobody watches it any more: its conditions end
+                ended = state.engine.end_monitoring()
+                if ended:
+                    state.note_alarms(ended, self._clock())
+                    self._flush_if_due(force=True, closing=state)
+                return display + state.take_outbox(self._clock())
             events = display + state.take_outbox(self._clock())
-            if state.patient_id is not None and not state.replay:
-                state.park()
-                self._parked[session_id] = state
+            state.park()  # the patient's alarms go on: device silent, acknowledgements
+            self._parked[session_id] = state
             return events
 
     def tick(self, now: float) -> Sequence[LiveEvent]:

@@ -317,12 +317,46 @@ class TestOtherArrhythmias:
         ]
 
     def test_early_warning(self) -> None:
+        """Raised after 3 forecasting beats; ends 30 s after the last one, not at the first calm beat."""
         engine = AlarmEngine()
         assert _feed(engine, "NN", 0.8, start=0.0, early_alarm=0.9) == []
         raised = _feed(engine, "N", 0.8, start=1.6, early_alarm=0.9)
         assert _summary(raised) == [("raised", "early_warning", "low", "active")]
-        assert _summary(_feed(engine, "N", 0.8, start=2.4, early_alarm=0.2)) == [
-            ("resolved", "early_warning", "low", "resolved")
+        assert _feed(engine, "N" * 10, 0.8, start=2.4, early_alarm=0.2) == []  # calm for 8 s: held
+        assert _feed(engine, "N", 0.8, start=10.4, early_alarm=0.85) == []  # one flicker: the same alarm
+        calm = _feed(engine, "N" * 40, 0.8, start=11.2, early_alarm=0.2)
+        assert _summary(calm) == [("resolved", "early_warning", "low", "resolved")]
+        assert calm[0].alarm.end == pytest.approx(40.8)  # the first beat more than 30 s after the flicker
+        assert calm[0].alarm.id == raised[0].alarm.id
+
+    def test_early_warning_flicker(self) -> None:
+        """Forecasts that flicker on and off for minutes raise one advisory, not one per flicker."""
+        engine = AlarmEngine()
+        changes = []
+        for k in range(40):  # 3 forecasting beats, then 5 calm ones, for 4 minutes
+            changes += _feed(engine, "NNN", 0.8, start=k * 6.4, early_alarm=0.9)
+            changes += _feed(engine, "NNNNN", 0.8, start=k * 6.4 + 2.4, early_alarm=0.1)
+        assert _summary(changes) == [("raised", "early_warning", "low", "active")]
+        calm = _feed(engine, "N" * 45, 0.8, start=256.0, early_alarm=0.1)
+        assert _summary(calm) == [("resolved", "early_warning", "low", "resolved")]
+
+    def test_end_monitoring(self) -> None:
+        """A stream that ends for good ends its conditions at its last data; high alarms latch."""
+        engine = AlarmEngine(NO_TACHY)
+        assert engine.end_monitoring() == []  # no data, nothing open
+        _feed(engine, "NV" * 11 + "N", 1.0, start=0.0)
+        (vt,) = _feed(engine, "VVV", 0.4, start=22.4)
+        assert [a.kind.value for a in engine.open_alarms] == ["ventricular_tachycardia", "frequent_ectopy"]
+        ended = engine.end_monitoring()
+        assert sorted(_summary(ended)) == [
+            ("resolved", "frequent_ectopy", "low", "resolved"),
+            ("updated", "ventricular_tachycardia", "high", "active"),
+        ]
+        assert [c.alarm.end for c in ended] == [pytest.approx(23.2)] * 2
+        assert [(a.id, a.end) for a in engine.open_alarms] == [(vt.alarm.id, pytest.approx(23.2))]  # latched
+        assert engine.end_monitoring() == []
+        assert _summary(engine.acknowledge(vt.alarm.id, by="dr-who", t=30.0)) == [
+            ("resolved", "ventricular_tachycardia", "high", "resolved")
         ]
 
 

@@ -20,7 +20,18 @@ from ingest.replay import ReplayDevice, ReplaySignal, ensure_replay_devices, loa
 from ingest.server import IngestServer
 from model.inference import BeatClassifier
 from sigproc.synthetic import synthetic_ecg
-from storage import Alarm, Beat, Database, Device, Patient, Vitals, create_device, open_recording
+from storage import (
+    Alarm,
+    AlarmPriority,
+    AlarmState,
+    Beat,
+    Database,
+    Device,
+    Patient,
+    Vitals,
+    create_device,
+    open_recording,
+)
 
 SECRET = "test-live-secret-0123456789abcdef"
 TIMEOUT_S = 40.0
@@ -356,6 +367,34 @@ class TestAlarms:
         assert asystole.priority == "high"
         assert asystole.id == next(a["alarm_id"] for a in raised if a["kind"] == "asystole")
         assert len(rows) == len(raised)
+
+    def test_replay_end_ends_its_alarms(
+        self, sqlite_db: Database, data_dir: Path, classifier: BeatClassifier
+    ) -> None:
+        """A replay's alarms end with its data: resolved, or latched for acknowledgement if high."""
+        patient, session_id = recording(sqlite_db, "replay-end")
+        signal = load_replay_signal("208", data_dir=data_dir, seconds=60)
+        clock = Clock()
+        proc = AnalysisProcessor(sqlite_db, classifier, wall_clock=clock)
+        events: list[LiveEvent] = []
+        for first in range(0, signal.n_samples, 90):  # in real time: beats classified as they come
+            block = signal.stored_block(
+                first, 90, session_id=session_id, patient_id=patient, started_at=START
+            )
+            events.extend(proc.process(dataclasses.replace(block, replay=True)))
+            clock.now += 0.25
+        before = alarm_kinds(events)
+        assert "frequent_ectopy" in before
+        closing = list(proc.close_stream(session_id))
+        assert "frequent_ectopy" in alarm_kinds(closing, "resolved")
+        assert proc.open_sessions["parked"] == 0
+        with sqlite_db.session() as session:
+            rows = session.scalars(select(Alarm).where(Alarm.patient_id == patient)).all()
+        assert {r.kind for r in rows} == before
+        for row in rows:
+            assert row.ended_at is not None
+            latched = row.priority is AlarmPriority.HIGH and row.state is AlarmState.ACTIVE
+            assert row.state is AlarmState.RESOLVED or latched
 
     def test_no_false_asystole_while_beats_wait(self, data_dir: Path, classifier: BeatClassifier) -> None:
         """Beats found but not yet classified are no pause: a backlog sent at once raises no asystole.
