@@ -247,7 +247,8 @@ class AnalysisProcessor:
         Produce the display trace; :class:`ShardedAnalysisProcessor`'s
         workers leave it to the server's process.
     model_version : str, optional
-        Stored with each beat; default the checkpoint's model name.
+        Stored with each beat; default :attr:`BeatClassifier.version` (the network and a digest
+        of its weights and rules).
     wall_clock : callable
         Seconds since the epoch, for ``t_arrival`` / ``t_sent`` and batching.
 
@@ -277,7 +278,7 @@ class AnalysisProcessor:
         self.classifier = classifier if classifier is not None else BeatClassifier.load(num_threads=1)
         self.config = config or PipelineConfig()
         self.display = (display or DisplayProcessor()) if trace else None
-        self.model_version = (model_version or self.classifier.checkpoint.model_name)[:64]
+        self.model_version = (model_version or self.classifier.version)[:64]
         self._clock = wall_clock
         self._sessions: dict[int, _Session] = {}
         #: Ended streams of patients, kept for the device-silent alarm until they resume.

@@ -27,6 +27,7 @@ References
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import deque
 from dataclasses import dataclass, replace
@@ -395,6 +396,20 @@ class BeatClassifier:
         self.prematurity_gate = (
             checkpoint.prematurity_gate if prematurity_gate == "checkpoint" else prematurity_gate
         )
+        #: What classified a beat, stored with it: the network's name and a digest of what decides
+        #: its outputs (weights, configuration, preprocessing, rhythm rules), e.g. ``cnn_lstm@3f2a9c0d1b7e``.
+        self.version = f"{checkpoint.model_name}@{self._digest()}"
+
+    def _digest(self) -> str:
+        """12 hex digits of SHA-256 over the weights, the configuration and the rules in force."""
+        h = hashlib.sha256()
+        for key in sorted(self.checkpoint.state_dict):
+            h.update(key.encode())
+            h.update(self.checkpoint.state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+        rules = (self.af_detector, self.svt_rule, self.prematurity_gate)
+        settings = (self.checkpoint.model_config, self.preprocess, self.classes, rules)
+        h.update(repr(settings).encode())
+        return h.hexdigest()[:12]
 
     @classmethod
     def load(

@@ -199,6 +199,20 @@ class TestPredict:
         assert np.nanmax(irregularity) == 0.0
         np.testing.assert_array_equal(out, probs)
 
+    def test_version(self, classifier: BeatClassifier) -> None:
+        """The version names the network and changes with its weights or its rules, not otherwise."""
+        name, digest = classifier.version.split("@")
+        assert name == "cnn_lstm"
+        assert len(digest) == 12
+        assert int(digest, 16) >= 0
+        assert BeatClassifier(classifier.checkpoint).version == classifier.version
+        assert BeatClassifier(classifier.checkpoint, af_detector=AFDetector()).version != classifier.version
+        state = {k: v.clone() for k, v in classifier.checkpoint.state_dict.items()}
+        key = next(k for k, v in state.items() if v.is_floating_point())
+        state[key] += 1e-3
+        changed = BeatClassifier(replace(classifier.checkpoint, state_dict=state))
+        assert changed.version != classifier.version
+
     def test_resampled(self, classifier: BeatClassifier) -> None:
         x, rr = _inputs(3, 1, 80)  # 120 Hz windows for a 60 Hz model
         p = classifier.predict(x, rr, fs=120.0)
