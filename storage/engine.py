@@ -12,6 +12,7 @@ instance folder. SQLite connections run in WAL mode with foreign keys on;
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ __all__ = [
     "resolve_database_url",
     "session_factory",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: File name of the embedded database inside the instance folder.
 DEFAULT_SQLITE_NAME = "cardiac-monitor.db"
@@ -98,11 +101,34 @@ def create_engine(url: str, **kwargs: Any) -> Engine:
     """
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
+        _private_sqlite_file(url)
         engine = _sa_create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return _sa_create_engine(url, **kwargs)
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create a new SQLite file readable by its owner alone (it holds patient data).
+
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
+    An existing file keeps its mode, with a warning when others can read it;
+    in-memory and ``file:`` URI databases are left alone.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return  # SQLite reports the missing folder when it connects
+    try:
+        os.close(
+            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        )  # an empty file is an empty database
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            _log.warning("database file %s is readable by others than its owner; chmod 600 it", path)
 
 
 def session_factory(engine: Engine, *, cipher: DataCipher | None = None) -> sessionmaker[Session]:

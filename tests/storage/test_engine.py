@@ -38,6 +38,33 @@ class TestCreateEngine:
         finally:
             engine.dispose()
 
+    def test_sqlite_file_private(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        """A new database file and its WAL files are the owner's alone; an open one is only warned about."""
+        path = tmp_path / "new.db"
+        engine = create_engine(f"sqlite:///{path}")
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("CREATE TABLE t (x INTEGER)"))
+                conn.execute(text("INSERT INTO t VALUES (1)"))
+                files = sorted(p.name for p in tmp_path.iterdir())
+                modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+        finally:
+            engine.dispose()
+        assert files == ["new.db", "new.db-shm", "new.db-wal"]
+        assert set(modes.values()) == {0o600}
+        shared = tmp_path / "shared.db"
+        shared.touch(mode=0o644)
+        shared.chmod(0o644)
+        with caplog.at_level("WARNING", logger="storage.engine"):
+            create_engine(f"sqlite:///{shared}").dispose()
+        assert "readable by others" in caplog.text
+        assert shared.stat().st_mode & 0o777 == 0o644  # the operator's file: warned about, not changed
+        create_engine("sqlite://").dispose()  # in memory: no file
+        create_engine(
+            f"sqlite:///{tmp_path / 'missing' / 'x.db'}"
+        ).dispose()  # no folder: SQLite says so later
+        assert not (tmp_path / "missing").exists()
+
 
 class TestDatabase:
     def test_basic(self, tmp_path: Path) -> None:
