@@ -135,6 +135,7 @@ from storage import (
     RecordingSession,
     StorageError,
     add_vitals,
+    chunk_time,
     device_for_token,
     insert_chunks,
     open_recording,
@@ -795,6 +796,7 @@ class IngestServer:
         with contextlib.suppress(asyncio.CancelledError):
             await stream.writer
         await stream.analysis.put(None)
+        await self._end_recording(stream)
         error = error or stream.failure
         if error is not None:
             await self._refuse(stream.ws, error)
@@ -804,6 +806,16 @@ class IngestServer:
             async with asyncio.timeout(self.hello_timeout_s):
                 await stream.analyst
         self._publish(stream, "stream", {"state": "disconnected", "stream_id": stream.info.stream_id})
+
+    async def _end_recording(self, stream: _DeviceStream) -> None:
+        """Mark the recording session ended at its last stored sample (a reconnect clears it)."""
+        ends = [end for _, end in stream.tracker.stored_ranges]
+        if not ends:
+            return
+        try:
+            await self._run_db(self._set_recording_end, stream.info.session_id, max(ends))
+        except _STORAGE_ERRORS as exc:  # the samples are stored; only the end mark is missing
+            logger.warning("could not mark session %d ended: %s", stream.info.session_id, exc)
 
     async def _wait_reader(self, stream: _DeviceStream) -> ProtocolError | None:
         """Wait for the reader; the protocol error that ended it, if any."""
@@ -1124,6 +1136,7 @@ class IngestServer:
             )
             if not created:
                 check_resume(_hello_of(recording, hello), hello)
+                recording.ended_at = None  # the stream goes on
             update_device_status(session, device, seen_at=now, firmware=hello.firmware)
             info = _StreamInfo(
                 device_pk=device.id,
@@ -1140,6 +1153,13 @@ class IngestServer:
                 simulated=simulated_sensors(hello),
             )
             return info, stored_ranges(session, recording.id)
+
+    def _set_recording_end(self, session_id: int, end_seq: int) -> None:
+        """``ended_at`` of a recording session: the time of sample ``end_seq`` (one past its last)."""
+        with self.db.session() as session:
+            recording = session.get(RecordingSession, session_id)
+            if recording is not None:
+                recording.ended_at = chunk_time(recording, end_seq)
 
     def _store_round(
         self, requests: Sequence[tuple[_StreamInfo, Sequence[_Pending]]]

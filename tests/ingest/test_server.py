@@ -23,6 +23,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -485,6 +486,40 @@ class TestIngest:
         )  # the other writer's, untouched
         for uid in uids[1:]:
             assert_stored_exactly(any_db, uid, np.concatenate([frame(0).samples, frame(FRAME).samples]))
+
+    def test_recording_end(self, sqlite_db: Database, run: Any, running: Any) -> None:
+        """A closed stream's session ends at its last stored sample; a reconnect reopens it."""
+        token = register(sqlite_db, "end-1")
+
+        def times() -> tuple[datetime, datetime | None]:
+            with sqlite_db.session() as session:
+                recording = session.scalar(select(RecordingSession))
+                assert recording is not None
+                return recording.started_at, recording.ended_at
+
+        async def send(ws: ClientConnection, seqs: Sequence[int]) -> None:
+            for seq in seqs:
+                await ws.send(encode_binary_samples(frame(seq)))
+                await ws.recv()
+            await ws.close()
+
+        async def scenario() -> list[tuple[datetime, datetime | None]]:
+            async with running(sqlite_db) as server:
+                ws, _ = await open_device(server, hello_text("end-1", token))
+                await send(ws, (0, FRAME))
+                await wait_until(lambda: times()[1] is not None)
+                first = times()
+                again, _ = await open_device(server, hello_text("end-1", token))
+                during = times()
+                await send(again, (3 * FRAME,))  # after a gap
+                await wait_until(lambda: times()[1] not in (None, first[1]))
+                return [first, during, times()]
+
+        first, during, last = run(scenario())
+        start = first[0]
+        assert first[1] == start + timedelta(seconds=2 * FRAME / 360.0)
+        assert during == (start, None)
+        assert last == (start, start + timedelta(seconds=4 * FRAME / 360.0))
 
     def test_device_status(self, sqlite_db: Database, run: Any, running: Any) -> None:
         """Battery and RSSI are stored when reported, ``last_seen_at`` as the device streams."""
