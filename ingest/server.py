@@ -808,9 +808,13 @@ class IngestServer:
         self._publish(stream, "stream", {"state": "disconnected", "stream_id": stream.info.stream_id})
 
     async def _end_recording(self, stream: _DeviceStream) -> None:
-        """Mark the recording session ended at its last stored sample (a reconnect clears it)."""
+        """Mark the recording session ended at its last stored sample (a reconnect clears it).
+
+        A connection that a newer one of the device has already replaced
+        leaves the mark alone: the stream goes on there.
+        """
         ends = [end for _, end in stream.tracker.stored_ranges]
-        if not ends:
+        if not ends or self._streams.get(stream.info.device_pk) is not stream:
             return
         try:
             await self._run_db(self._set_recording_end, stream.info.session_id, max(ends))
