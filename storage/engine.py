@@ -122,10 +122,8 @@ def _private_sqlite_file(url: str) -> None:
     path = Path(database)
     if not path.parent.is_dir():
         return  # SQLite reports the missing folder when it connects
-    try:
-        os.close(
-            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        )  # an empty file is an empty database
+    try:  # an empty file is an empty database
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
         if path.stat().st_mode & 0o077:
             _log.warning("database file %s is readable by others than its owner; chmod 600 it", path)
