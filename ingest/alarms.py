@@ -27,7 +27,9 @@ lead_off                 medium    technical: an electrode is off
 flat_line                medium    technical: the signal is flat (no variation)
 device_silent            medium    technical: no data for ``device_silent_s`` (10 s)
 frequent_ectopy          low       more than ``ectopy_v_per_min`` V beats or
-                                   ``ectopy_s_per_min`` S beats in the last minute
+                                   ``ectopy_s_per_min`` S beats in the last minute;
+                                   it ends after ``ectopy_hold_s`` (30 s) below
+                                   both
 early_warning            low       advisory: the model's early-alarm probability
                                    at or above ``early_warning_threshold`` on
                                    ``early_warning_beats`` consecutive beats;
@@ -172,6 +174,11 @@ class AlarmLimits:
         Window over which ectopic beats are counted (60 s).
     ectopy_v_per_min, ectopy_s_per_min : int
         Frequent ectopy: more V (10) or S (10) beats than this in the window.
+    ectopy_hold_s : float
+        A raised frequent-ectopy alarm ends only when the counts have stayed
+        at or below the limits for this long (30 s): a count that hovers at
+        the limit (bigeminy that comes and goes) gives one alarm, not one
+        per beat that enters or leaves the window.
     bradycardia_bpm, tachycardia_bpm : float
         Heart-rate limits (50 and 120 bpm).
     hr_intervals, hr_min_intervals : int
@@ -201,6 +208,7 @@ class AlarmLimits:
     ectopy_window_s: float = 60.0
     ectopy_v_per_min: int = 10
     ectopy_s_per_min: int = 10
+    ectopy_hold_s: float = 30.0
     bradycardia_bpm: float = 50.0
     tachycardia_bpm: float = 120.0
     hr_intervals: int = 8
@@ -542,6 +550,8 @@ class AlarmEngine:
         self._temperature: float | None = None
         self._open: dict[AlarmKind, AlarmSnapshot] = {}
         self._next_id = 1
+        #: When each condition with an off-delay (:data:`_OFF_DELAY`) was last present.
+        self._last_present: dict[AlarmKind, float] = {}
 
     # Inputs --------------------------------------------------------------------
 
@@ -713,6 +723,19 @@ class AlarmEngine:
     def _evaluate(self, t: float) -> list[AlarmChange]:
         """Reconcile the open alarms with the conditions present at ``t``."""
         present = {c.kind: c for c in self.conditions(t)}
+        for kind, hold in _OFF_DELAY.items():
+            alarm, last = self._open.get(kind), self._last_present.get(kind)
+            if kind in present:
+                self._last_present[kind] = t
+            elif (
+                alarm is not None
+                and alarm.end is None
+                and last is not None
+                and t - last < getattr(self.limits, hold)
+            ):
+                present[kind] = Condition(
+                    kind, alarm.priority, alarm.detail
+                )  # within the off-delay: it holds
         frozen = _ARRHYTHMIA if self._signal_untrusted() else frozenset()
         changes: list[AlarmChange] = []
         for kind in AlarmKind:
@@ -769,6 +792,11 @@ _TECHNICAL_PRIORITY = {
     TechnicalKind.FLAT_LINE: AlarmPriority.MEDIUM,
     TechnicalKind.POOR_SIGNAL: AlarmPriority.LOW,
 }
+
+
+#: Conditions that end only after being absent for the named limit (seconds): an off-delay,
+#: so that a count hovering at its limit raises one alarm instead of flapping.
+_OFF_DELAY: dict[AlarmKind, str] = {AlarmKind.FREQUENT_ECTOPY: "ectopy_hold_s"}
 
 
 _RUN_PRIORITY = {

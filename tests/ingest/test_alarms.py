@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 
@@ -286,6 +287,15 @@ class TestOtherArrhythmias:
         assert changes[0].alarm.start == 21.0
         quiet = _feed(engine, "N" * 70, 1.0, start=22.0)
         assert _summary(quiet) == [("resolved", "frequent_ectopy", "low", "resolved")]
+        assert quiet[0].alarm.end == 90.0  # 11 V in the window up to t = 60, then 30 s below the limit
+
+    def test_frequent_ectopy_hovering(self) -> None:
+        """A V beat every 5.5 s puts 10 or 11 in each minute: one alarm, not one per crossing."""
+        labels = "".join("V" if i % 11 == 0 else "N" for i in range(600))  # 5 minutes at 120 bpm
+        changes = _feed(AlarmEngine(NO_TACHY), labels, 0.5, start=0.0)
+        assert _summary(changes) == [("raised", "frequent_ectopy", "low", "active")]
+        flapping = _feed(AlarmEngine(replace(NO_TACHY, ectopy_hold_s=1e-6)), labels, 0.5, start=0.0)
+        assert len([c for c in flapping if c.change is ChangeKind.RAISED]) > 5  # without the off-delay
 
     def test_supraventricular_run(self) -> None:
         engine = AlarmEngine(NO_TACHY)
