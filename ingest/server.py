@@ -783,6 +783,13 @@ class IngestServer:
         first_ack = Ack(upto=tracker.upto, ranges=tuple(r for r in tracker.stored_ranges if r[0] > 0))
         await self._send_ack(stream, first_ack)
         self._publish(stream, "stream", {"state": "connected", "stream_id": info.stream_id})
+        logger.info(
+            "device %s connected: stream %r, session %d, %s",
+            info.device_uid,
+            info.stream_id,
+            info.session_id,
+            f"resuming after sample {tracker.upto}" if tracker.stored_ranges else "new",
+        )
         return stream
 
     async def _run_stream(self, stream: _DeviceStream) -> None:
@@ -806,6 +813,13 @@ class IngestServer:
             async with asyncio.timeout(self.hello_timeout_s):
                 await stream.analyst
         self._publish(stream, "stream", {"state": "disconnected", "stream_id": stream.info.stream_id})
+        logger.info(
+            "device %s disconnected: session %d, %d frames received, %s",
+            stream.info.device_uid,
+            stream.info.session_id,
+            stream.frames_received,
+            f"refused ({error})" if error is not None else "closed",
+        )
 
     async def _end_recording(self, stream: _DeviceStream) -> None:
         """Mark the recording session ended at its last stored sample (a reconnect clears it).
@@ -970,6 +984,7 @@ class IngestServer:
             logger.exception("stream processor failed on session %d", stream.info.session_id)
             return
         for event in events:
+            _log_alarm(event, stream.info.session_id, stream.info.patient_id)
             self._publish(stream, event.kind, event.data, event.views)
 
     async def _tick_loop(self, tick: Callable[[float], Sequence[LiveEvent]]) -> None:
@@ -984,6 +999,7 @@ class IngestServer:
                 logger.exception("stream processor tick failed")
                 continue
             for event in events:
+                _log_alarm(event, event.data.get("session_id"), event.data.get("patient_id"))
                 self._publish_event(event)
 
     def _publish_event(self, event: LiveEvent) -> None:
@@ -1503,6 +1519,24 @@ def _vitals_message(reading: VitalsReading) -> dict[str, Any]:
     """The live ``vitals`` message; simulated readings say which values are simulated."""
     values = {"t": reading.t.isoformat(), **dataclasses.asdict(reading.vitals)}
     return {**values, "simulated": sorted(reading.simulated)} if reading.simulated else values
+
+
+def _log_alarm(event: LiveEvent, session_id: object, patient_id: object) -> None:
+    """One log line per alarm raised, escalated, latched or resolved (what an operator reads back)."""
+    if event.kind != "alarm":
+        return
+    d = event.data
+    logger.info(
+        "alarm %s %s: %s (%s priority, %s), patient %s, session %s: %s",
+        d.get("alarm_id"),
+        d.get("change"),
+        d.get("kind"),
+        d.get("priority"),
+        d.get("state"),
+        patient_id,
+        session_id,
+        d.get("detail"),
+    )
 
 
 def _hello_of(recording: RecordingSession, hello: Hello) -> Hello:

@@ -163,6 +163,14 @@ def patient_of(db: Database, uid: str) -> int:
     return int(patient)
 
 
+def _session_of(db: Database) -> int:
+    """The id of the only recording session."""
+    with db.session() as session:
+        recording = session.scalar(select(RecordingSession))
+        assert recording is not None
+        return int(recording.id)
+
+
 async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
     """Poll ``condition`` until it holds."""
     async with asyncio.timeout(timeout_s):
@@ -428,6 +436,37 @@ class TestIngest:
         assert stored(sqlite_db, "proc-1")[0] == [(0, FRAME), (FRAME, FRAME)]
         assert health["streams"][0]["frames_stored"] == 2
 
+    def test_operator_log(
+        self, sqlite_db: Database, run: Any, running: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The server log says who connected, resumed and left, and every alarm change."""
+        token = register(sqlite_db, "log-1", patient=True)
+
+        async def scenario() -> None:
+            async with running(sqlite_db, processor=AlarmingProcessor()) as server:
+                for seq in (0, FRAME):  # a stream, then its resumption
+                    ws, _ = await open_device(server, hello_text("log-1", token))
+                    await ws.send(encode_binary_samples(frame(seq)))
+                    await ws.recv()
+                    await ws.close()
+                    await wait_until(lambda: not server.health()["streams"])
+
+        with caplog.at_level("INFO", logger="ingest.server"):
+            run(scenario())
+        lines = [r.getMessage() for r in caplog.records if r.name == "ingest.server"]
+        connected = [line for line in lines if line.startswith("device log-1 connected")]
+        assert len(connected) == 2
+        assert connected[0].endswith(", new")
+        assert connected[1].endswith(f"resuming after sample {FRAME}")
+        left = [line for line in lines if line.startswith("device log-1 disconnected")]
+        assert len(left) == 2
+        assert all(line.endswith("1 frames received, closed") for line in left)
+        patient = patient_of(sqlite_db, "log-1")
+        alarm = f"alarm 7 raised: asystole (high priority, active), patient {patient}"
+        assert [line for line in lines if line.startswith("alarm ")] == [
+            f"{alarm}, session {_session_of(sqlite_db)}: no beat for 4.2 s"
+        ]
+
     def test_streams_share_storage_rounds(self, any_db: Database, run: Any, running: Any) -> None:
         """Batches of several streams go in one round; bad data fails only its own stream."""
         uids = ("round-a", "round-b", "round-c", "round-d")
@@ -619,6 +658,26 @@ BAD_CASES: list[BadCase] = [
     BadCase("revoked", [_GOOD], 4001, "unknown or revoked", revoked=True),
     BadCase("device", [], 4001, "does not belong", hello=lambda u, t: hello_text("someone-else", t)),
 ]
+
+
+class AlarmingProcessor:
+    """A stream processor that raises one alarm on the first block."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def process(self, block: StoredBlock) -> Sequence[LiveEvent]:
+        if self.raised:
+            return []
+        self.raised = True
+        data = {"alarm_id": 7, "change": "raised", "kind": "asystole", "priority": "high"}
+        return [LiveEvent("alarm", {**data, "state": "active", "detail": "no beat for 4.2 s"})]
+
+    def vitals(self, reading: VitalsReading) -> Sequence[LiveEvent]:
+        return []
+
+    def close_stream(self, session_id: int) -> Sequence[LiveEvent]:
+        return []
 
 
 class FailingProcessor:
