@@ -299,11 +299,12 @@ def gate(
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from exc
     save_checkpoint(ckpt, out)
-    click.echo(
-        f"wrote {out}: AF gate {'off' if ckpt.af_detector is None else ckpt.af_detector}, "
-        f"SVT rule {'off' if ckpt.svt_rule is None else ckpt.svt_rule}, "
-        f"prematurity gate {'off' if ckpt.prematurity_gate is None else ckpt.prematurity_gate}"
-    )
+    rules = {
+        "AF gate": ckpt.af_detector,
+        "SVT rule": ckpt.svt_rule,
+        "prematurity gate": ckpt.prematurity_gate,
+    }
+    click.echo(f"wrote {out}: " + ", ".join(f"{n} {'off' if r is None else r}" for n, r in rules.items()))
 
 
 # serve and replay ------------------------------------------------------------

@@ -724,18 +724,13 @@ class AlarmEngine:
         """Reconcile the open alarms with the conditions present at ``t``."""
         present = {c.kind: c for c in self.conditions(t)}
         for kind, hold in _OFF_DELAY.items():
-            alarm, last = self._open.get(kind), self._last_present.get(kind)
             if kind in present:
                 self._last_present[kind] = t
-            elif (
-                alarm is not None
-                and alarm.end is None
-                and last is not None
-                and t - last < getattr(self.limits, hold)
-            ):
-                present[kind] = Condition(
-                    kind, alarm.priority, alarm.detail
-                )  # within the off-delay: it holds
+                continue
+            alarm, last = self._open.get(kind), self._last_present.get(kind)
+            held = last is not None and t - last < getattr(self.limits, hold)
+            if held and alarm is not None and alarm.end is None:  # gone, but not for long enough
+                present[kind] = Condition(kind, alarm.priority, alarm.detail)
         frozen = _ARRHYTHMIA if self._signal_untrusted() else frozenset()
         changes: list[AlarmChange] = []
         for kind in AlarmKind:

@@ -399,9 +399,7 @@ def evaluate_model(
             "preprocess": asdict(ckpt.preprocess),
             "device_fs": device_fs,
             "peaks": peaks,
-            "af_gate": _asdict_or_none(detector),
-            "svt_rule": _asdict_or_none(ckpt.svt_rule),
-            "prematurity_gate": _asdict_or_none(ckpt.prematurity_gate),
+            **_rules_in_force(ckpt, detector),
             "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks),
         }
     )
@@ -464,9 +462,7 @@ def evaluate_out_of_fold(
         preds.append(p[0])
         owners[name] = {
             "checkpoint": path.name,
-            "af_gate": _asdict_or_none(detector),
-            "svt_rule": _asdict_or_none(ckpt.svt_rule),
-            "prematurity_gate": _asdict_or_none(ckpt.prematurity_gate),
+            **_rules_in_force(ckpt, detector),
         }
     res = result_from_confusion(
         "inter-patient",
@@ -1042,9 +1038,10 @@ def _notes(protocol: str, model_fs: float, device_fs: float | None, peaks: str =
     return notes
 
 
-def _asdict_or_none(rule: Any) -> dict[str, Any] | None:
-    """A rhythm rule's parameters for a result, or None when it is off."""
-    return None if rule is None else asdict(rule)
+def _rules_in_force(ckpt: Checkpoint, detector: AFDetector | None) -> dict[str, dict[str, Any] | None]:
+    """The rhythm rules a result was scored with, as their parameters (None: off)."""
+    rules = {"af_gate": detector, "svt_rule": ckpt.svt_rule, "prematurity_gate": ckpt.prematurity_gate}
+    return {name: None if rule is None else asdict(rule) for name, rule in rules.items()}
 
 
 def _process_pool(jobs: int) -> concurrent.futures.ProcessPoolExecutor:
