@@ -126,7 +126,6 @@ from ingest.replay import (
     replay_device_id,
     resolve_records,
     run_replay,
-    scale_noise,
     simulated_sensors,
 )
 from ingest.server import (
@@ -277,7 +276,6 @@ __all__ = [
     "run_ingest_bench",
     "run_replay",
     "run_server",
-    "scale_noise",
     "serve",
     "server_ssl_context",
     "simulated_sensors",

@@ -24,7 +24,7 @@ Optional noise comes from the MIT-BIH Noise Stress Test Database
 noise ratio defined as in the NSTDB's ``nst`` program: signal power from
 the QRS peak-to-peak amplitude ``pp`` of the annotated beats (``pp**2 / 8``,
 the power of a sine of that peak-to-peak amplitude), noise power the mean
-square of the noise after removing its mean (:func:`scale_noise`).
+square of the noise after removing its mean (:func:`sigproc.noise.scale_noise`).
 
 References
 ----------
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import random
@@ -73,7 +72,8 @@ from ingest.protocol import (
     parse_text_frame,
 )
 from ingest.tls import client_ssl_context
-from sigproc.records import MITDB_RECORDS, Record, load_record, resolve_database_dir
+from sigproc.noise import nstdb_noise
+from sigproc.records import MITDB_RECORDS, load_record, resolve_database_dir
 from storage import Database, Device, Patient, append_audit, create_device, hash_token
 
 __all__ = [
@@ -92,7 +92,6 @@ __all__ = [
     "replay_device_id",
     "resolve_records",
     "run_replay",
-    "scale_noise",
     "simulated_sensors",
 ]
 
@@ -122,7 +121,6 @@ _FATAL_CODES = frozenset(
 )
 _INT16 = np.iinfo(np.int16)
 _ABNORMAL_CLOSURE = 1006  # no close frame: the connection dropped
-_QRS_HALF_WINDOW_S = 0.05  # +-50 ms around an annotated beat holds its QRS
 
 
 class ReplayError(Exception):
@@ -272,7 +270,7 @@ def load_replay_signal(
     noise : {"ma", "bw"}, optional
         NSTDB noise to mix in, lead ``i`` with noise channel ``i % 2``.
     snr_db : float
-        Signal-to-noise ratio of the mixture (see :func:`scale_noise`).
+        Signal-to-noise ratio of the mixture (see :func:`sigproc.noise.scale_noise`).
 
     Returns
     -------
@@ -303,7 +301,7 @@ def load_replay_signal(
     beats = rec.annotations.beats().sample if rec.annotations is not None else np.zeros(0, np.int64)
     signal = rec.signal
     if noise is not None:
-        signal = signal + _nstdb_noise(noise, signal, beats, fs, snr_db, folder.parent, sampfrom)
+        signal = signal + nstdb_noise(noise, signal, beats, fs, snr_db, folder.parent, offset=sampfrom)
     counts = np.round(np.nan_to_num(signal, nan=0.0) * gains[0] + baselines[0])
     return ReplaySignal(
         record=record,
@@ -317,89 +315,6 @@ def load_replay_signal(
         noise=noise,
         snr_db=snr_db if noise is not None else None,
     )
-
-
-def scale_noise(
-    signal: npt.ArrayLike,
-    noise: npt.ArrayLike,
-    snr_db: float,
-    *,
-    beats: npt.ArrayLike = (),
-    fs: float = 360.0,
-) -> npt.NDArray[np.float64]:
-    """Scale ``noise`` so that ``signal + noise`` has the given SNR (NSTDB definition).
-
-    Parameters
-    ----------
-    signal, noise : array_like, shape (n,)
-        One lead of ECG and of noise, same length and units.
-    snr_db : float
-        Wanted SNR in dB.
-    beats : array_like of int
-        Annotated beat positions. With beats, the signal power is
-        ``pp**2 / 8`` with ``pp`` the median QRS peak-to-peak amplitude in
-        +-50 ms around each beat (as NSTDB's ``nst``); without, it falls back
-        to the signal's variance (RMS-based SNR).
-    fs : float
-        Sampling rate in Hz (for the QRS window).
-
-    Returns
-    -------
-    ndarray
-        The scaled noise, mean removed.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> x, n = np.sin(np.arange(3600) / 20), rng.standard_normal(3600)
-    >>> y = scale_noise(x, n, 6.0)
-    >>> round(10 * np.log10(x.var() / y.var()), 6)
-    6.0
-    """
-    x = np.asarray(signal, dtype=np.float64)
-    n = np.asarray(noise, dtype=np.float64)
-    if x.shape != n.shape or x.ndim != 1:
-        raise ValueError(f"`signal` and `noise` must be 1-D of one length, got {x.shape} and {n.shape}")
-    n = n - n.mean()
-    noise_power = float(np.mean(n**2))
-    if noise_power == 0:
-        raise ValueError("`noise` is constant; it cannot be scaled to an SNR")
-    half = max(1, round(_QRS_HALF_WINDOW_S * fs))
-    positions = [int(b) for b in np.asarray(beats, dtype=np.int64) if half <= b < x.size - half]
-    if positions:
-        pp = np.median([np.ptp(x[b - half : b + half + 1]) for b in positions])
-        signal_power = float(pp) ** 2 / 8.0
-    else:
-        signal_power = float(np.var(x))
-    return np.asarray(n * np.sqrt(signal_power / noise_power / 10 ** (snr_db / 10.0)), dtype=np.float64)
-
-
-@functools.lru_cache(maxsize=2)
-def _noise_record(kind: str, data_dir: Path) -> Record:
-    """An NSTDB noise record, kept in memory while several devices mix it in."""
-    return load_record(kind, "nstdb", data_dir, annotations=False)
-
-
-def _nstdb_noise(
-    kind: str,
-    signal: npt.NDArray[np.float64],
-    beats: npt.NDArray[np.int64],
-    fs: float,
-    snr_db: float,
-    data_dir: Path,
-    offset: int,
-) -> npt.NDArray[np.float64]:
-    """NSTDB noise for every lead of ``signal``, from the same time offset, looped if short."""
-    rec = _noise_record(kind, data_dir)
-    if rec.fs != fs:
-        raise ValueError(f"NSTDB {kind} is sampled at {rec.fs:g} Hz, the record at {fs:g} Hz")
-    index = (offset + np.arange(signal.shape[0])) % rec.n_samples
-    out = np.empty_like(signal)
-    for lead in range(signal.shape[1]):
-        raw = np.nan_to_num(rec.signal[index, lead % rec.signal.shape[1]])
-        out[:, lead] = scale_noise(signal[:, lead], raw, snr_db, beats=beats, fs=fs)
-    return out
 
 
 # Devices -----------------------------------------------------------------------------

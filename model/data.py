@@ -52,6 +52,7 @@ from numpy.typing import NDArray
 
 from sigproc.beats import RR_FEATURE_NAMES, beat_windows, rr_features
 from sigproc.filters import FilterSpec, StreamingFilter
+from sigproc.noise import NOISE_TYPES, nstdb_noise
 from sigproc.peaks import detect_r_peaks
 from sigproc.records import (
     AAMI_CLASSES,
@@ -353,6 +354,8 @@ def load_record_beats(
     use_cache: bool = True,
     device_fs: float | None = None,
     peaks: str = "reference",
+    noise: str | None = None,
+    snr_db: float | None = None,
 ) -> RecordBeats:
     """Preprocess one MIT-BIH record into beats (cached under :func:`beats_cache_dir`).
 
@@ -378,6 +381,12 @@ def load_record_beats(
         of the reference beat they match within 150 ms (EC57); the rest get
         :data:`FALSE_DETECTION`, and unmatched reference beats are counted
         per class in ``missed``. RR features come from the detections.
+    noise, snr_db : optional
+        Mix NSTDB noise (one of :data:`sigproc.noise.NOISE_TYPES`) into the
+        record at ``snr_db`` dB before anything else, as a noisier wearable
+        would record it: the mixture a replay of the whole record with the
+        same noise streams (:func:`sigproc.noise.nstdb_noise`, the NSTDB's
+        definition of the SNR).
 
     Returns
     -------
@@ -387,13 +396,20 @@ def load_record_beats(
     Raises
     ------
     ValueError
-        For an unknown ``peaks``, or a record without reference annotations.
+        For an unknown ``peaks`` or ``noise``, ``noise`` without ``snr_db``
+        (or the reverse), or a record without reference annotations.
     """
     if peaks not in PEAK_SOURCES:
         raise ValueError(f"`peaks` must be one of {PEAK_SOURCES}, got {peaks!r}")
+    if noise is not None and noise not in NOISE_TYPES:
+        raise ValueError(f"`noise` must be one of {', '.join(NOISE_TYPES)}, got {noise!r}")
+    if (noise is None) != (snr_db is None):
+        raise ValueError(f"`noise` and `snr_db` go together, got noise={noise!r}, snr_db={snr_db!r}")
     cfg = config or PreprocessConfig()
-    suffix = ("" if device_fs is None else f"@{device_fs:g}Hz") + (
-        "" if peaks == "reference" else "+detector"
+    suffix = (
+        ("" if device_fs is None else f"@{device_fs:g}Hz")
+        + ("" if peaks == "reference" else "+detector")
+        + ("" if noise is None else f"+{noise}{snr_db:g}dB")
     )
     path = beats_cache_dir() / cfg.key() / f"{record}{suffix}.npz"
     if use_cache and path.exists():
@@ -405,6 +421,8 @@ def load_record_beats(
         raise ValueError(f"record {record} has no reference annotations")
     signal = _lead_order(rec.signal, rec.leads)[:, : cfg.n_leads]  # (n, L)
     ann = rec.annotations.beats()
+    if noise is not None and snr_db is not None:
+        signal = signal + nstdb_noise(noise, signal, ann.sample, rec.fs, snr_db, data_dir)
     at, fs = ann.sample, rec.fs
     if device_fs is not None and device_fs != rec.fs:
         ratio = Fraction(device_fs / rec.fs).limit_denominator(1000)
@@ -452,10 +470,15 @@ def load_records(
     data_dir: str | os.PathLike[str] | None = None,
     device_fs: float | None = None,
     peaks: str = "reference",
+    noise: str | None = None,
+    snr_db: float | None = None,
 ) -> list[RecordBeats]:
     """:func:`load_record_beats` for several records, in order."""
     return [
-        load_record_beats(r, config, data_dir=data_dir, device_fs=device_fs, peaks=peaks) for r in records
+        load_record_beats(
+            r, config, data_dir=data_dir, device_fs=device_fs, peaks=peaks, noise=noise, snr_db=snr_db
+        )
+        for r in records
     ]
 
 

@@ -255,6 +255,8 @@ def evaluate_model(
     device_fs: float | None = None,
     peaks: str = "reference",
     af_gate: bool | None = None,
+    noise: str | None = None,
+    snr_db: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on the test set of ``protocol``.
 
@@ -299,6 +301,11 @@ def evaluate_model(
         else the default :class:`sigproc.rhythm.AFDetector`, ``False`` never.
         Inter-patient only. The result's ``af_gate`` holds the parameters
         used (``None`` without).
+    noise, snr_db : optional
+        Inter-patient only: mix NSTDB noise (``ma``, ``bw`` or ``em``) into
+        every test record at ``snr_db`` dB before preprocessing
+        (:func:`model.data.load_record_beats`); the result's ``noise`` says
+        so. The training records stay clean.
 
     Returns
     -------
@@ -316,6 +323,8 @@ def evaluate_model(
         raise ValueError(f"`protocol` must be one of {EVAL_PROTOCOLS}, got {protocol!r}")
     if af_gate and protocol != "inter-patient":
         raise ValueError("`af_gate` is only supported for the inter-patient protocol")
+    if noise is not None and protocol != "inter-patient":
+        raise ValueError("`noise` is only supported for the inter-patient protocol")
     path = Path(checkpoint) if checkpoint is not None else SHIPPED_WEIGHTS
     ckpt = load_checkpoint(path)
     n_model = ckpt.model_config.n_leads
@@ -334,7 +343,7 @@ def evaluate_model(
     if peaks != "reference" and protocol != "inter-patient":
         raise ValueError("`peaks='detector'` is only supported for the inter-patient protocol")
     detector = _gate_of(ckpt, af_gate) if protocol == "inter-patient" else None
-    test, masks, train_recs = _test_data(ckpt, protocol, data_dir, device_fs, peaks)
+    test, masks, train_recs = _test_data(ckpt, protocol, data_dir, device_fs, peaks, (noise, snr_db))
     lead_counts = [leads] if leads is not None else sorted({n_model, 1}, reverse=True)
     by_leads: dict[str, Any] = {}
     for n in lead_counts:
@@ -399,8 +408,17 @@ def evaluate_model(
             "preprocess": asdict(ckpt.preprocess),
             "device_fs": device_fs,
             "peaks": peaks,
+            "noise": None if noise is None else {"source": noise, "snr_db": snr_db},
             **_rules_in_force(ckpt, detector),
-            "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks),
+            "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks)
+            + (
+                []
+                if noise is None
+                else [
+                    f"NSTDB {noise} noise mixed into every test record at {snr_db:g} dB (the NSTDB's "
+                    "SNR, against the QRS amplitude); the model was trained on clean records."
+                ]
+            ),
         }
     )
     if figure_path is not None:
@@ -408,7 +426,8 @@ def evaluate_model(
             result["confusion"],
             figure_path,
             title=f"{ckpt.model_name} {protocol}, {lead_counts[0]} lead(s), beats at {peaks} peaks"
-            + (", AF gate" if detector is not None else ""),
+            + (", AF gate" if detector is not None else "")
+            + ("" if noise is None else f", {noise} noise {snr_db:g} dB"),
         )
         result["figure"] = str(figure_path)
     if json_path is not None:
@@ -557,7 +576,8 @@ def paper_protocol(
        every model on the random 80:10:10 split, with early stopping on the
        validation tenth.
     2. Each model takes the candidate with the best validation
-       :func:`~model.training.selection_score` (ties: the earlier
+       :func:`~model.training.selection_score` over ``config.select_on``,
+       the score every run also stopped early on (ties: the earlier
        candidate). The baselines choose for themselves, as the CNN+LSTM
        does, so that no model is compared at settings tuned for another.
     3. Table 3: the chosen runs scored on the test tenth, which the choice
@@ -577,7 +597,8 @@ def paper_protocol(
     dict
         ``protocol`` ("paper"), ``candidates``, ``selection`` (per model
         and candidate: validation ``score``, ``accuracy``, ``best_epoch``,
-        ``epochs_run``), ``chosen`` (per model), ``random`` (Table 3) and
+        ``epochs_run``), ``chosen`` (per model), ``select_on`` (the
+        classes of the score), ``random`` (Table 3) and
         ``cv`` (Table 4, with ``t_tests``) as :func:`summarise_runs` gives
         them, and ``max_epochs``.
 
@@ -585,7 +606,8 @@ def paper_protocol(
     ------
     ValueError
         With no candidates, a candidate name that is not a plain word, a
-        setting the comparison sets itself, or settings the network rejects.
+        setting the comparison sets itself, a candidate's own
+        ``select_on``, or settings the network rejects.
     """
     if jobs < 1:
         raise ValueError(f"`jobs` must be >= 1, got {jobs}")
@@ -606,7 +628,7 @@ def paper_protocol(
     for (m, c), path in select.items():
         meta = load_checkpoint(path).metrics
         selection[m][c] = {
-            "score": selection_score(meta["validation"]),
+            "score": selection_score(meta["validation"], base.select_on),
             "accuracy": float(meta["validation"]["accuracy"]),
             "best_epoch": int(meta["best_epoch"]),
             "epochs_run": int(meta["epochs_run"]),
@@ -630,6 +652,7 @@ def paper_protocol(
         "candidates": {c: dict(s) for c, s in candidates.items()},
         "selection": selection,
         "chosen": chosen,
+        "select_on": list(base.select_on),
         "random": table3,
         "cv": table4,
         "max_epochs": max_epochs,
@@ -654,6 +677,8 @@ def check_candidates(config: TrainConfig, candidates: Mapping[str, Mapping[str, 
             raise ValueError(f"candidate name {cand!r}: use letters, digits, '-' and '_'")
         if fixed := sorted(set(settings) & set(COMPARISON_SETTINGS)):
             raise ValueError(f"candidate {cand!r} sets {fixed}, which the comparison sets itself")
+        if "select_on" in settings:  # candidates are ranked on one score, so they share it
+            raise ValueError(f"candidate {cand!r} sets select_on, which all candidates share: set it for all")
         try:
             cfg = replace(config, **settings)
         except TypeError as exc:  # an unknown field
@@ -1189,11 +1214,14 @@ def _test_data(
     data_dir: str | os.PathLike[str] | None,
     device_fs: float | None = None,
     peaks: str = "reference",
+    noise: tuple[str | None, float | None] = (None, None),
 ) -> tuple[list[RecordBeats], list[NDArray[np.bool_]] | None, list[RecordBeats]]:
     pre = ckpt.preprocess
     if protocol == "inter-patient":
         records = ckpt.split.test if ckpt.split.protocol == "inter-patient" else inter_patient_split().test
-        test = load_records(records, pre, data_dir=data_dir, device_fs=device_fs, peaks=peaks)
+        test = load_records(
+            records, pre, data_dir=data_dir, device_fs=device_fs, peaks=peaks, noise=noise[0], snr_db=noise[1]
+        )
         train_recs = load_records(ckpt.split.train, pre, data_dir=data_dir)
         return test, None, train_recs
     cfg = TrainConfig(**{**_train_config_kwargs(ckpt), "data_dir": str(data_dir or "")})

@@ -35,6 +35,7 @@ import itertools
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,14 @@ class TrainConfig:
         network, and earlier epochs are warm-up (never kept). The raw
         network's validation score is kept in the history as well. 0 (the
         paper's setting) trains and keeps the raw weights.
+    select_on : tuple of str
+        Classes whose mean validation F1 is the selection score
+        (:func:`selection_score`): what early stopping, the learning-rate
+        schedule, the grid and :func:`model.evaluation.paper_protocol`'s
+        choice of candidate maximise. ``N, S, V`` (the default) suits unseen
+        patients, where F is a handful of beats in one or two records; the
+        random split's tables average ``N, S, V, F``, and selecting on those
+        four makes the score the one the tables report.
     augment : bool
         Augment each training batch (:func:`augment_batch`): the intervals of
         a sequence's RR features scaled by one factor (another heart rate,
@@ -249,8 +258,13 @@ class TrainConfig:
     lr_patience: int = 0
     swa_start: int = 0
     augment: bool = False
+    select_on: tuple[str, ...] = ("N", "S", "V")
 
     def __post_init__(self) -> None:
+        if not self.select_on or len(set(self.select_on)) != len(self.select_on):
+            raise ValueError(f"`select_on` needs distinct classes of {AAMI_CLASSES}, got {self.select_on}")
+        if unknown := [c for c in self.select_on if c not in AAMI_CLASSES]:
+            raise ValueError(f"`select_on`: {unknown} not among the classes {AAMI_CLASSES}")
         if self.class_weight_caps and len(self.class_weight_caps) != len(AAMI_CLASSES):
             raise ValueError(
                 f"`class_weight_caps` needs one cap per class {AAMI_CLASSES}, "
@@ -424,14 +438,18 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
             kept = swa
         if data.validation:
             val = evaluate_beats(kept, data.validation, data.validation_mask, device=device)
-            score = selection_score(val)
+            score = selection_score(val, config.select_on)
             if scheduler is not None:
                 scheduler.step(score)
-            f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in ("N", "S", "V")}
+            shown = [c for c in AAMI_CLASSES if c in ("N", "S", "V") or c in config.select_on]
+            f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in shown}
             raw: dict[str, Any] = {}
             if kept is swa:
                 val_raw = evaluate_beats(model, data.validation, data.validation_mask, device=device)
-                raw = {"val_score_raw": selection_score(val_raw), "val_confusion_raw": val_raw["confusion"]}
+                raw = {
+                    "val_score_raw": selection_score(val_raw, config.select_on),
+                    "val_confusion_raw": val_raw["confusion"],
+                }
             history.append(
                 {
                     "epoch": epoch,
@@ -446,10 +464,9 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
                 }
             )
             if progress:
-                per = "  ".join(f"{c} {v:.1f}" for c, v in zip("NSV", f1.values(), strict=True))
-                tqdm.write(
-                    f"epoch {epoch}: loss {terms['loss']:.4f}  val mean F1(N,S,V) {score:.2f}  ({per})"
-                )
+                per = "  ".join(f"{c} {v:.1f}" for c, v in zip(shown, f1.values(), strict=True))
+                on = ",".join(config.select_on)
+                tqdm.write(f"epoch {epoch}: loss {terms['loss']:.4f}  val mean F1({on}) {score:.2f}  ({per})")
         else:  # a refit: every epoch replaces the last, no early stopping
             val, score = {}, float(epoch)
             history.append({"epoch": epoch, **terms})
@@ -504,7 +521,7 @@ def grid_search(config: TrainConfig, *, out_csv: Path, max_epochs: int) -> list[
                     "dropout": dr,
                     "max_epochs": max_epochs,
                     "best_epoch": res["best_epoch"],
-                    "val_score": selection_score(res["validation"]),
+                    "val_score": selection_score(res["validation"], cfg.select_on),
                     "val_accuracy": res["validation"]["accuracy"],
                     "seconds": round(res["train_seconds"], 1),
                 }
@@ -832,13 +849,14 @@ def _checkpoint(
     )
 
 
-def selection_score(val: dict[str, Any]) -> float:
-    """The score that selects epochs and candidates: the mean F1 of N, S and V (those with beats).
+def selection_score(val: dict[str, Any], classes: Sequence[str] = ("N", "S", "V")) -> float:
+    """The score that selects epochs and candidates: the mean F1 of ``classes`` (those with beats).
 
     ``val`` holds ``classes`` as :func:`model.metrics.class_metrics` gives
-    them; an undefined F1 (no beat predicted) counts as 0.
+    them; an undefined F1 (no beat predicted) counts as 0. The default
+    classes are :attr:`TrainConfig.select_on`'s.
     """
-    f1 = [val["classes"][c]["f1"] for c in ("N", "S", "V") if val["classes"][c]["support"] > 0]
+    f1 = [val["classes"][c]["f1"] for c in classes if val["classes"][c]["support"] > 0]
     return float(np.mean(np.nan_to_num(f1, nan=0.0))) if f1 else 0.0
 
 
@@ -942,8 +960,9 @@ def _pooled_data(split: Split, records: list[RecordBeats], config: TrainConfig) 
         part[:] = 0
         part[fold_of == split.fold] = 2
         val_fold = (split.fold + 1) % split.n_folds
-        # A tenth of the training sequences, taken from the next fold, serve early stopping.
-        nxt = np.flatnonzero(fold_of == val_fold)
+        # A tenth of the sequences, a random half of the next fold, serve early stopping;
+        # taken in the permutation's order, not the records' (which held the first records only).
+        nxt = perm[fold_of[perm] == val_fold]
         part[nxt[: max(1, n // 10)]] = 1
     beat_part = np.full(len(seqs.labels), -1, dtype=np.int64)
     for s, p in zip(seqs.starts, part, strict=True):

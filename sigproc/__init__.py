@@ -30,6 +30,7 @@ from sigproc.filters import (
     remove_baseline,
     zero_phase,
 )
+from sigproc.noise import NOISE_TYPES, nstdb_noise, scale_noise
 from sigproc.normalize import NORMALIZE_METHODS, normalize
 from sigproc.peaks import StreamingPeakDetector, detect_r_peaks
 from sigproc.qrs_evaluation import (
@@ -100,6 +101,7 @@ __all__ = [
     "EC57_WINDOW_S",
     "MITDB_RECORDS",
     "MIXTURE_RECORDS",
+    "NOISE_TYPES",
     "NORMALIZE_METHODS",
     "NSTDB_TEST_RECORDS",
     "PACED_RECORDS",
@@ -155,10 +157,12 @@ __all__ = [
     "merge_lead_peaks",
     "normalize",
     "notch",
+    "nstdb_noise",
     "peer_detector",
     "remove_baseline",
     "resolve_database_dir",
     "rr_features",
+    "scale_noise",
     "synthetic_ecg",
     "write_qrs_report",
     "write_strip_plot",

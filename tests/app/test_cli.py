@@ -331,3 +331,21 @@ class TestTrainOverrides:
         )
         assert result.exit_code == 2
         assert "training settings apply to --protocol random or cv" in result.output
+
+    @pytest.mark.parametrize(
+        ("extra", "message"),
+        [
+            (["--noise", "ma"], "--noise and --snr go together"),
+            (["--snr", "6"], "--noise and --snr go together"),
+            (
+                ["--noise", "ma", "--snr", "6", "--protocol", "random"],
+                "noise applies to --protocol inter-patient",
+            ),
+            (["--noise", "hum", "--snr", "6"], "'hum' is not one of 'ma', 'bw', 'em'"),
+        ],
+    )
+    def test_noise_exceptions(self, extra: list[str], message: str, tmp_path: Path) -> None:
+        result = CliRunner().invoke(cli, ["evaluate", "model", "--json", str(tmp_path / "t.json"), *extra])
+        assert result.exit_code == 2
+        assert message in result.output.replace("\n", " ")
+        assert not (tmp_path / "t.json").exists()

@@ -24,7 +24,6 @@ from ingest.replay import (
     load_replay_signal,
     replay_device_id,
     resolve_records,
-    scale_noise,
     simulated_sensors,
 )
 from sigproc.records import MITDB_RECORDS
@@ -93,30 +92,6 @@ class TestLoadReplaySignal:
             load_replay_signal("100", data_dir=data_dir, seconds=1, noise="em")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="`start_s` must be >= 0"):
             load_replay_signal("100", data_dir=data_dir, start_s=-1)
-
-
-class TestScaleNoise:
-    def test_basic(self) -> None:
-        rng = np.random.default_rng(1)
-        x, noise = np.sin(np.arange(7200) / 30), rng.standard_normal(7200) + 3.0
-        scaled = scale_noise(x, noise, 12.0)
-        assert abs(scaled.mean()) < 1e-12
-        assert 10 * np.log10(x.var() / scaled.var()) == pytest.approx(12.0)
-
-    def test_edge_cases(self) -> None:
-        """With beats the signal power is pp**2 / 8 of the QRS complexes."""
-        x = np.zeros(3600)
-        beats = np.arange(180, 3600, 360)
-        x[beats] = 2.0  # QRS of 2 mV peak-to-peak
-        noise = np.random.default_rng(2).standard_normal(3600)
-        scaled = scale_noise(x, noise, 0.0, beats=beats, fs=360.0)
-        assert np.mean(scaled**2) == pytest.approx(2.0**2 / 8)
-
-    def test_exceptions(self) -> None:
-        with pytest.raises(ValueError, match="one length"):
-            scale_noise(np.zeros(10), np.ones(9), 6.0)
-        with pytest.raises(ValueError, match="constant"):
-            scale_noise(np.arange(10.0), np.ones(10), 6.0)
 
 
 class TestEnsureReplayDevices:

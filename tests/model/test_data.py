@@ -164,6 +164,32 @@ class TestLoadRecordBeats:
         cached = load_record_beats("100", cfg, data_dir=data_dir)
         assert np.array_equal(cached.labels, got[0].labels)
 
+    def test_noise(self, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """NSTDB noise mixed in: the same beats and labels, noisier windows at a lower SNR, cached apart."""
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        cfg = PreprocessConfig()
+        clean = load_record_beats("100", cfg, data_dir=data_dir)
+        err = {}
+        for snr in (12.0, 0.0):
+            noisy = load_record_beats("100", cfg, data_dir=data_dir, noise="ma", snr_db=snr)
+            np.testing.assert_array_equal(noisy.labels, clean.labels)
+            np.testing.assert_array_equal(noisy.r_peaks, clean.r_peaks)
+            err[snr] = float(np.mean((noisy.windows - clean.windows) ** 2))
+        assert 0 < err[12.0] < err[0.0]
+        assert sorted(p.name for p in tmp_path.rglob("*.npz")) == [
+            "100+ma0dB.npz",
+            "100+ma12dB.npz",
+            "100.npz",
+        ]
+        again = load_record_beats("100", cfg, data_dir=data_dir, noise="ma", snr_db=0.0, use_cache=False)
+        np.testing.assert_array_equal(again.windows, noisy.windows)  # the same stretch of noise every time
+
     def test_exceptions(self, data_dir: Path) -> None:
         with pytest.raises(ValueError, match="`peaks` must be one of"):
             load_record_beats("100", data_dir=data_dir, use_cache=False, peaks="annotations")
+        with pytest.raises(ValueError, match="`noise` must be one of ma, bw, em, got 'hum'"):
+            load_record_beats("100", data_dir=data_dir, use_cache=False, noise="hum", snr_db=6.0)
+        with pytest.raises(ValueError, match="`noise` and `snr_db` go together"):
+            load_record_beats("100", data_dir=data_dir, use_cache=False, noise="ma")
+        with pytest.raises(ValueError, match="`noise` and `snr_db` go together"):
+            load_record_beats("100", data_dir=data_dir, use_cache=False, snr_db=6.0)

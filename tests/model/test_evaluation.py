@@ -13,7 +13,7 @@ import pytest
 
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
-from model.data import PreprocessConfig, RecordBeats, load_records, random_split
+from model.data import PreprocessConfig, RecordBeats, Split, load_records, random_split
 from model.evaluation import (
     _with_detection_errors,
     compare_models,
@@ -363,14 +363,20 @@ class TestCompareModels:
 class TestPaperProtocol:
     def test_basic(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
         """Each model keeps its best candidate on validation; Table 3 scores it, Table 4 cross-validates."""
-        cfg = replace(tiny_train, n_folds=2, epochs=1, max_batches=2)
+        cfg = replace(tiny_train, n_folds=2, epochs=1, max_batches=2, select_on=("N", "V"))
         candidates = {"low": {"dropout": 0.2}, "high": {"dropout": 0.5, "lr": 1e-2}}
         kw = {"out_dir": tmp_path, "max_epochs": 1, "models": ("cnn_lstm", "lstm"), "progress": False}
         res = paper_protocol(cfg, candidates, jobs=2, json_path=tmp_path / "paper.json", **kw)
         assert json.loads((tmp_path / "paper.json").read_text())["chosen"] == res["chosen"]
+        assert res["select_on"] == ["N", "V"]
         for m in ("cnn_lstm", "lstm"):
             scores = {c: row["score"] for c, row in res["selection"][m].items()}
             assert set(scores) == {"low", "high"}
+            for c, score in scores.items():  # candidates ranked on the score their runs stopped on
+                meta = load_checkpoint(tmp_path / "select" / f"{m}_{c}.pt").metrics
+                assert score == meta["history"][meta["best_epoch"] - 1]["val_score"]
+                per = meta["validation"]["classes"]
+                assert score == pytest.approx(np.mean([np.nan_to_num(per[k]["f1"]) for k in ("N", "V")]))
             assert scores[res["chosen"][m]] == max(scores.values())
             # the chosen run is Table 3's; its validation score is the one stored by training
             run = load_checkpoint(tmp_path / "select" / f"{m}_{res['chosen'][m]}.pt")
@@ -402,6 +408,8 @@ class TestPaperProtocol:
             paper_protocol(TrainConfig(), {"a": {"pool_bins": 0}}, **kw)
         with pytest.raises(ValueError, match=r"candidate 'a': .*'colour'"):
             paper_protocol(TrainConfig(), {"a": {"colour": 1}}, **kw)
+        with pytest.raises(ValueError, match="candidate 'b' sets select_on, which all candidates share"):
+            paper_protocol(TrainConfig(), {"a": {}, "b": {"select_on": ("N", "S", "V", "F")}}, **kw)
         assert not list(tmp_path.rglob("*.pt"))  # nothing trained before the checks
 
 
@@ -430,6 +438,38 @@ class TestDetectionErrors:
     def test_exceptions(self) -> None:
         with pytest.raises(ValueError, match="`peaks` must be one of"):
             evaluate_model(None, protocol="inter-patient", peaks="annotations")
+
+
+@pytest.mark.data
+class TestNoisyTestRecords:
+    def test_basic(
+        self, tiny_config: ModelConfig, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """NSTDB noise goes into the test records only, and the result says so."""
+        import model.evaluation as evaluation
+
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        pre = PreprocessConfig(fs=tiny_config.fs, window_s=tiny_config.n_window / tiny_config.fs)
+        split = Split("inter-patient", ("101",), (), ("100", "119"))
+        state = get_model("cnn_lstm", tiny_config).state_dict()
+        path = save_checkpoint(Checkpoint("cnn_lstm", tiny_config, pre, state, split), tmp_path / "m.pt")
+        calls: list[tuple[list[str], object, object]] = []
+
+        def spy(records: Any, *args: Any, **kw: Any) -> list[RecordBeats]:
+            calls.append((list(records), kw.get("noise"), kw.get("snr_db")))
+            return load_records(records, *args, **kw)
+
+        monkeypatch.setattr(evaluation, "load_records", spy)
+        kw = {"protocol": "inter-patient", "data_dir": data_dir, "leads": 1, "progress": False}
+        clean = evaluate_model(path, **kw)
+        noisy = evaluate_model(path, noise="ma", snr_db=0.0, **kw)
+        assert calls[2:] == [(["100", "119"], "ma", 0.0), (["101"], None, None)]  # training records clean
+        assert (clean["noise"], noisy["noise"]) == (None, {"source": "ma", "snr_db": 0.0})
+        assert noisy["notes"][-1].startswith("NSTDB ma noise mixed into every test record at 0 dB")
+        assert noisy["test_records"] == clean["test_records"] == ["100", "119"]
+        assert noisy["n_beats"] == clean["n_beats"]
+        with pytest.raises(ValueError, match="`noise` is only supported for the inter-patient protocol"):
+            evaluate_model(path, protocol="random", noise="ma", snr_db=6.0)
 
 
 def _labelled(name: str, truth: list[int]) -> RecordBeats:

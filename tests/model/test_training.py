@@ -13,6 +13,7 @@ import torch
 from model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from model.cnn_lstm import ModelConfig
 from model.data import BeatSequences, PreprocessConfig, RecordBeats, inter_patient_split
+from model.metrics import class_metrics
 from model.registry import get_model
 from model.training import (
     OFFSET_GRID,
@@ -23,7 +24,9 @@ from model.training import (
     augment_batch,
     calibrate_class_offsets,
     grid_search,
+    make_data,
     select_device,
+    selection_score,
     train,
 )
 from sigproc.rhythm import AFDetector, SVTRule
@@ -114,6 +117,18 @@ class TestTrain:
         assert best == max(h["val_score"] for h in history[1:])
         assert load_checkpoint(tmp_path / "swa.pt").train_config["swa_start"] == 2
 
+    def test_select_on(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
+        """Early stopping follows the mean F1 of ``select_on``, computed from each epoch's matrix."""
+        cfg = replace(tiny_train, select_on=("N", "V", "F"))
+        res = train(cfg, out=tmp_path / "m.pt", progress=False)
+        for h in res["history"]:
+            per = class_metrics(np.array(h["val_confusion"]))
+            f1 = [np.nan_to_num(per[c]["f1"]) for c in ("N", "V", "F") if per[c]["support"] > 0]
+            assert h["val_score"] == pytest.approx(np.mean(f1))
+            assert set(h) >= {"val_f1_N", "val_f1_S", "val_f1_V", "val_f1_F"}
+        assert res["best_epoch"] == 1 + int(np.argmax([h["val_score"] for h in res["history"]]))
+        assert load_checkpoint(tmp_path / "m.pt").train_config["select_on"] == ["N", "V", "F"]
+
     def test_deterministic(self, tiny_train: TrainConfig, tmp_path: Path) -> None:
         cfg = replace(tiny_train, epochs=1, max_batches=3)
         train(cfg, out=tmp_path / "a.pt", progress=False)
@@ -121,6 +136,25 @@ class TestTrain:
         a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
         for k, v in a.state_dict.items():
             assert torch.equal(v, b.state_dict[k]), k
+
+
+@pytest.mark.data
+class TestMakeData:
+    def test_cv_parts(self, tiny_train: TrainConfig) -> None:
+        """Each fold: test, validation and training apart; the validation tenth drawn from every record."""
+        cfg = replace(tiny_train, protocol="cv", records=("101", "106", "118"), n_folds=5)
+        tests = []
+        for k in range(5):
+            data = make_data(replace(cfg, fold=k))
+            for rec, val, test in zip(data.validation, data.validation_mask, data.test_mask, strict=True):
+                assert not (val & test).any()
+                assert val.sum() > 0, f"fold {k}: no validation beats in record {rec.record}"
+            n_val, n_test = (
+                sum(int(m.sum()) // cfg.seq_len for m in ms) for ms in (data.validation_mask, data.test_mask)
+            )
+            assert n_val == (len(data.train) + n_val + n_test) // 10
+            tests.append(np.concatenate(data.test_mask))
+        assert (np.sum(tests, axis=0) <= 1).all()  # each beat is tested in one fold at most
 
 
 class TestTrainConfig:
@@ -143,6 +177,29 @@ class TestTrainConfig:
             train(TrainConfig(swa_start=51), out=tmp_path / "x.pt", progress=False)
         with pytest.raises(ValueError, match="`swa_start` and `ema_decay`"):
             train(TrainConfig(swa_start=5, ema_decay=0.9), out=tmp_path / "x.pt", progress=False)
+        with pytest.raises(ValueError, match=r"`select_on`: \['X'\] not among the classes"):
+            TrainConfig(select_on=("N", "X"))
+        for bad in ((), ("N", "N")):
+            with pytest.raises(ValueError, match="`select_on` needs distinct classes"):
+                TrainConfig(select_on=bad)
+
+
+class TestSelectionScore:
+    def test_basic(self) -> None:
+        """The mean F1 of the chosen classes that have beats; an undefined F1 counts as 0."""
+        val = {
+            "classes": {
+                "N": {"f1": 98.0, "support": 900},
+                "S": {"f1": 80.0, "support": 40},
+                "V": {"f1": 90.0, "support": 50},
+                "F": {"f1": float("nan"), "support": 10},  # no F predicted
+                "Q": {"f1": float("nan"), "support": 0},
+            }
+        }
+        assert selection_score(val) == pytest.approx((98 + 80 + 90) / 3)
+        assert selection_score(val, ("N", "S", "V", "F")) == pytest.approx((98 + 80 + 90 + 0) / 4)
+        assert selection_score(val, ("N", "Q")) == pytest.approx(98.0)  # Q has no beats
+        assert selection_score(val, ("Q",)) == 0.0
 
 
 class TestAugmentBatch:
