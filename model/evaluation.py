@@ -74,7 +74,7 @@ from model.inference import SHIPPED_WEIGHTS, context_states
 from model.losses import class_weights_from_counts
 from model.metrics import class_metrics, confusion_matrix, ec57_gross, record_bootstrap, summary_metrics
 from model.registry import list_models
-from model.training import TrainConfig, make_data, predict_records, selection_score, train
+from model.training import SELECTION_CLASSES, TrainConfig, make_data, predict_records, selection_score, train
 from sigproc.records import AAMI_CLASSES
 from sigproc.rhythm import AFDetector
 
@@ -108,7 +108,7 @@ EVAL_PROTOCOLS: tuple[str, ...] = ("inter-patient", "random", "cv")
 #: Classes averaged into ``macro_f1`` for the inter-patient protocol.
 SCORED_CLASSES: tuple[str, ...] = ("N", "S", "V", "F")
 #: The classes of the selection score (:func:`model.training.selection_score`) on DS1 folds.
-FOLD_CLASSES: tuple[str, ...] = ("N", "S", "V")
+FOLD_CLASSES: tuple[str, ...] = SELECTION_CLASSES
 
 
 def result_from_confusion(
@@ -343,7 +343,9 @@ def evaluate_model(
     if peaks != "reference" and protocol != "inter-patient":
         raise ValueError("`peaks='detector'` is only supported for the inter-patient protocol")
     detector = _gate_of(ckpt, af_gate) if protocol == "inter-patient" else None
-    test, masks, train_recs = _test_data(ckpt, protocol, data_dir, device_fs, peaks, (noise, snr_db))
+    test, masks, train_recs = _test_data(
+        ckpt, protocol, data_dir, device_fs, peaks, noise=noise, snr_db=snr_db
+    )
     lead_counts = [leads] if leads is not None else sorted({n_model, 1}, reverse=True)
     by_leads: dict[str, Any] = {}
     for n in lead_counts:
@@ -410,15 +412,7 @@ def evaluate_model(
             "peaks": peaks,
             "noise": None if noise is None else {"source": noise, "snr_db": snr_db},
             **_rules_in_force(ckpt, detector),
-            "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks)
-            + (
-                []
-                if noise is None
-                else [
-                    f"NSTDB {noise} noise mixed into every test record at {snr_db:g} dB (the NSTDB's "
-                    "SNR, against the QRS amplitude); the model was trained on clean records."
-                ]
-            ),
+            "notes": _notes(protocol, ckpt.preprocess.fs, device_fs, peaks, noise, snr_db),
         }
     )
     if figure_path is not None:
@@ -1045,7 +1039,14 @@ def paired_t_tests(
 # Internals -------------------------------------------------------------------
 
 
-def _notes(protocol: str, model_fs: float, device_fs: float | None, peaks: str = "reference") -> list[str]:
+def _notes(
+    protocol: str,
+    model_fs: float,
+    device_fs: float | None,
+    peaks: str = "reference",
+    noise: str | None = None,
+    snr_db: float | None = None,
+) -> list[str]:
     source = (
         f"{device_fs:g} Hz (records resampled from 360 Hz to simulate the device)" if device_fs else "360 Hz"
     )
@@ -1060,6 +1061,11 @@ def _notes(protocol: str, model_fs: float, device_fs: float | None, peaks: str =
     ]
     if protocol != "inter-patient":
         notes.append("Pooled split: beats of one patient are in training and test (the paper's protocol).")
+    if noise is not None and snr_db is not None:
+        notes.append(
+            f"NSTDB {noise} noise mixed into every test record at {snr_db:g} dB (the NSTDB's SNR, "
+            "against the QRS amplitude); the model was trained on clean records."
+        )
     return notes
 
 
@@ -1214,13 +1220,15 @@ def _test_data(
     data_dir: str | os.PathLike[str] | None,
     device_fs: float | None = None,
     peaks: str = "reference",
-    noise: tuple[str | None, float | None] = (None, None),
+    *,
+    noise: str | None = None,
+    snr_db: float | None = None,
 ) -> tuple[list[RecordBeats], list[NDArray[np.bool_]] | None, list[RecordBeats]]:
     pre = ckpt.preprocess
     if protocol == "inter-patient":
         records = ckpt.split.test if ckpt.split.protocol == "inter-patient" else inter_patient_split().test
         test = load_records(
-            records, pre, data_dir=data_dir, device_fs=device_fs, peaks=peaks, noise=noise[0], snr_db=noise[1]
+            records, pre, data_dir=data_dir, device_fs=device_fs, peaks=peaks, noise=noise, snr_db=snr_db
         )
         train_recs = load_records(ckpt.split.train, pre, data_dir=data_dir)
         return test, None, train_recs

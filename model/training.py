@@ -70,6 +70,7 @@ __all__ = [
     "GRID",
     "OFFSET_GRID",
     "PROTOCOLS",
+    "SELECTION_CLASSES",
     "TrainConfig",
     "TrainData",
     "augment_batch",
@@ -81,6 +82,10 @@ __all__ = [
     "selection_score",
     "train",
 ]
+
+#: Classes of the default selection score (:func:`selection_score`, :attr:`TrainConfig.select_on`):
+#: those with beats in several patients of DS1.
+SELECTION_CLASSES: tuple[str, ...] = ("N", "S", "V")
 
 #: Evaluation protocols a model can be trained for.
 PROTOCOLS: tuple[str, ...] = ("inter-patient", "random", "cv")
@@ -258,7 +263,7 @@ class TrainConfig:
     lr_patience: int = 0
     swa_start: int = 0
     augment: bool = False
-    select_on: tuple[str, ...] = ("N", "S", "V")
+    select_on: tuple[str, ...] = SELECTION_CLASSES
 
     def __post_init__(self) -> None:
         if not self.select_on or len(set(self.select_on)) != len(self.select_on):
@@ -441,7 +446,7 @@ def train(config: TrainConfig, *, out: Path, progress: bool = True) -> dict[str,
             score = selection_score(val, config.select_on)
             if scheduler is not None:
                 scheduler.step(score)
-            shown = [c for c in AAMI_CLASSES if c in ("N", "S", "V") or c in config.select_on]
+            shown = [c for c in AAMI_CLASSES if c in SELECTION_CLASSES or c in config.select_on]
             f1 = {f"val_f1_{c}": val["classes"][c]["f1"] for c in shown}
             raw: dict[str, Any] = {}
             if kept is swa:
@@ -849,7 +854,7 @@ def _checkpoint(
     )
 
 
-def selection_score(val: dict[str, Any], classes: Sequence[str] = ("N", "S", "V")) -> float:
+def selection_score(val: dict[str, Any], classes: Sequence[str] = SELECTION_CLASSES) -> float:
     """The score that selects epochs and candidates: the mean F1 of ``classes`` (those with beats).
 
     ``val`` holds ``classes`` as :func:`model.metrics.class_metrics` gives
